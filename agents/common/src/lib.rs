@@ -1,0 +1,12 @@
+//! Shared vocabulary of Tessera: where things live on a node (`paths`), what a log event looks
+//! like (`log`), how the CLI talks to PID 1 (`control`), how a service says it is ready
+//! (`notify`) and how `tessera.*` kernel arguments are read (`cmdline`).
+//!
+//! This crate holds data types and tiny clients only. It must not start processes, own state
+//! or depend on any other Tessera crate: everything else depends on it.
+
+pub mod cmdline;
+pub mod control;
+pub mod log;
+pub mod notify;
+pub mod paths;
