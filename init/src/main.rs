@@ -1,1 +1,160 @@
-fn main() {}
+//! `tessera`: one static binary for every role. Run as /init (or as PID 1) it is the init;
+//! as /sbin/request-key it is the keyring callout; otherwise a subcommand picks the role.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tessera_common::control::{ServiceAction, ShutdownMode};
+use tessera_common::paths;
+use tessera_init::{cli, klog, pid1};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera node OS: PID 1, node CLI, image builder and VM runner"
+)]
+struct Cli {
+    /// Control socket of the PID 1 to talk to.
+    #[arg(long, global = true, env = paths::CONTROL_SOCKET_ENV, default_value_os_t = paths::default_control_socket())]
+    control: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the supervisor: PID 1 on a node, or a child subreaper on a host (--subreaper).
+    Init {
+        /// Run as a subreaper under an ordinary host (no early boot, no reboot(2)).
+        #[arg(long)]
+        subreaper: bool,
+        #[arg(long, default_value = paths::SERVICES_DIR)]
+        services: PathBuf,
+        #[arg(long, default_value = paths::RUNTIME_DIR)]
+        runtime: PathBuf,
+    },
+    /// Show the node and its services.
+    Status {
+        /// Print the raw JSON status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show kept log events (all services, or one); -f follows new ones.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N events.
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        service: Option<String>,
+    },
+    /// Start, stop or restart a service.
+    Service {
+        #[arg(value_enum)]
+        action: Action,
+        name: String,
+        /// Return at once instead of waiting for the service to get there.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Send sd_notify assignments to $NOTIFY_SOCKET (for shell services), e.g. READY=1.
+    Notify {
+        /// Shorthand for READY=1.
+        #[arg(long)]
+        ready: bool,
+        /// Shorthand for STATUS=TEXT.
+        #[arg(long)]
+        status: Option<String>,
+        assignments: Vec<String>,
+    },
+    /// Stop all services in order and power off.
+    Poweroff,
+    /// Stop all services in order and reboot.
+    Reboot,
+    /// Stop all services in order and halt.
+    Halt,
+    /// Service: forward the kernel log (/dev/kmsg) as structured events.
+    #[command(hide = true)]
+    Klog,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if std::process::id() == 1 || argv0 == "init" {
+        pid1::main();
+    }
+    if argv0 == "request-key" {
+        eprintln!("tessera request-key: the keyring callout is served by the certificate manager, which this image does not run yet");
+        return ExitCode::FAILURE;
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = cli.control;
+    match cli.command {
+        Command::Init {
+            subreaper: true,
+            services,
+            runtime,
+        } => pid1::subreaper_main(services, runtime)?,
+        Command::Init {
+            subreaper: false, ..
+        } => {
+            anyhow::bail!(
+                "not PID 1: on a host run `tessera init --subreaper --services DIR --runtime DIR`"
+            )
+        }
+        Command::Status { json } => cli::status(&socket, json)?,
+        Command::Logs {
+            follow,
+            lines,
+            json,
+            service,
+        } => cli::logs(&socket, follow, lines, json, service)?,
+        Command::Service {
+            action,
+            name,
+            no_wait,
+        } => {
+            let action = match action {
+                Action::Start => ServiceAction::Start,
+                Action::Stop => ServiceAction::Stop,
+                Action::Restart => ServiceAction::Restart,
+            };
+            cli::service(&socket, action, &name, no_wait)?
+        }
+        Command::Notify {
+            ready,
+            status,
+            assignments,
+        } => cli::notify(assignments, ready, status)?,
+        Command::Poweroff => cli::shutdown(&socket, ShutdownMode::Poweroff)?,
+        Command::Reboot => cli::shutdown(&socket, ShutdownMode::Reboot)?,
+        Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
+        Command::Klog => klog::run()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,169 @@
+//! Restart policy, knowing nothing of processes: whether an exit calls for a restart
+//! (OTP's permanent / transient / temporary), whether the restart intensity is exceeded
+//! (more than `max_restarts` within `period`), and how long to back off before the next try.
+
+use super::manifest::{Backoff, Intensity, Restart};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Does this exit call for a restart? `normal` is a zero exit status.
+pub fn wants_restart(restart: Restart, normal: bool) -> bool {
+    match restart {
+        Restart::Permanent => true,
+        Restart::Transient => !normal,
+        Restart::Temporary => false,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Restart after this delay.
+    RestartAfter(Duration),
+    /// Intensity exceeded: stop trying.
+    GiveUp { restarts: usize, period: Duration },
+}
+
+/// Sliding window of recent restarts of one service.
+#[derive(Debug, Clone)]
+pub struct RestartTracker {
+    intensity: Intensity,
+    backoff: Backoff,
+    recent: VecDeque<Instant>,
+}
+
+impl RestartTracker {
+    pub fn new(intensity: Intensity, backoff: Backoff) -> Self {
+        RestartTracker {
+            intensity,
+            backoff,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Called when a restart is wanted at `now`.
+    pub fn decide(&mut self, now: Instant) -> Decision {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= self.intensity.period)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.intensity.max_restarts as usize {
+            return Decision::GiveUp {
+                restarts: self.recent.len() + 1,
+                period: self.intensity.period,
+            };
+        }
+        self.recent.push_back(now);
+        let doublings = (self.recent.len() - 1).min(31) as u32;
+        let delay = self
+            .backoff
+            .initial
+            .saturating_mul(1u32 << doublings)
+            .min(self.backoff.max);
+        Decision::RestartAfter(delay)
+    }
+
+    /// Forget past restarts (after an operator starts the service by hand).
+    pub fn reset(&mut self) {
+        self.recent.clear();
+    }
+
+    /// Restarts inside the current window.
+    pub fn recent(&self) -> usize {
+        self.recent.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker(max: u32, period_ms: u64) -> RestartTracker {
+        RestartTracker::new(
+            Intensity {
+                max_restarts: max,
+                period: Duration::from_millis(period_ms),
+            },
+            Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_millis(350),
+            },
+        )
+    }
+
+    #[test]
+    fn restart_types_follow_otp() {
+        assert!(wants_restart(Restart::Permanent, true));
+        assert!(wants_restart(Restart::Permanent, false));
+        assert!(!wants_restart(Restart::Transient, true));
+        assert!(wants_restart(Restart::Transient, false));
+        assert!(!wants_restart(Restart::Temporary, false));
+    }
+
+    #[test]
+    fn gives_up_after_max_restarts_within_period() {
+        let mut t = tracker(3, 10_000);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(matches!(t.decide(now), Decision::RestartAfter(_)));
+        }
+        assert_eq!(
+            t.decide(now),
+            Decision::GiveUp {
+                restarts: 4,
+                period: Duration::from_secs(10)
+            }
+        );
+    }
+
+    #[test]
+    fn old_restarts_leave_the_window() {
+        let mut t = tracker(2, 1_000);
+        let t0 = Instant::now();
+        t.decide(t0);
+        t.decide(t0);
+        assert!(matches!(
+            t.decide(t0 + Duration::from_millis(999)),
+            Decision::GiveUp { .. }
+        ));
+        assert!(matches!(
+            t.decide(t0 + Duration::from_millis(1000)),
+            Decision::RestartAfter(_)
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let mut t = tracker(10, 60_000);
+        let now = Instant::now();
+        let delays: Vec<Duration> = (0..4)
+            .map(|_| match t.decide(now) {
+                Decision::RestartAfter(d) => d,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(delays, [100, 200, 350, 350].map(Duration::from_millis));
+    }
+
+    #[test]
+    fn zero_intensity_never_restarts() {
+        assert!(matches!(
+            tracker(0, 1000).decide(Instant::now()),
+            Decision::GiveUp { .. }
+        ));
+    }
+
+    #[test]
+    fn reset_forgets() {
+        let mut t = tracker(1, 60_000);
+        t.decide(Instant::now());
+        t.reset();
+        assert_eq!(t.recent(), 0);
+        assert!(matches!(
+            t.decide(Instant::now()),
+            Decision::RestartAfter(_)
+        ));
+    }
+}
