@@ -691,10 +691,11 @@ impl Supervisor {
                 let _ = kill(Pid::from_raw(-(pid as i32)), sig);
                 self.timer(idx, generation, TimerKind::Kill, grace);
             }
-            (ServiceState::Stopping, _) => {
-                if intent == StopIntent::Shutdown || intent == StopIntent::Manual {
-                    svc.stop_intent = Some(intent);
-                }
+            (ServiceState::Stopping, _)
+                if matches!(intent, StopIntent::Shutdown | StopIntent::Manual) =>
+            {
+                // A plain stop wins over a pending restart.
+                svc.stop_intent = Some(intent);
             }
             (ServiceState::Waiting | ServiceState::Backoff, _) => {
                 svc.generation += 1;
