@@ -1,0 +1,55 @@
+# Tessera: the two set-up commands are `make demo` (main job) and `make test` (whole suite).
+# Every target installs what it needs first (scripts/install-deps.sh, idempotent).
+
+SHELL := /bin/bash
+TARGET := x86_64-unknown-linux-musl
+BIN := out/bin/tessera
+export CC_x86_64_unknown_linux_musl := musl-gcc
+export CARGO_TERM_COLOR := never
+
+.PHONY: all deps build image test unit e2e lint demo console bench lock clean
+
+all: image
+
+deps:
+	@scripts/install-deps.sh
+
+# The static multi-call binary; the same file runs on the host and as /init in the image.
+build: deps
+	cargo build --release --locked --target $(TARGET) -p tessera-init
+	@install -D -m 0755 target/$(TARGET)/release/tessera $(BIN)
+
+image: build
+	$(BIN) image build --out out --tessera-bin $(BIN)
+
+# Whole suite: lints, unit and host tests, then end-to-end boots in QEMU.
+test: image lint unit e2e
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+unit: deps
+	cargo test --locked --workspace --exclude tessera-e2e
+
+e2e: image
+	cargo test --locked -p tessera-e2e -- --test-threads=2
+
+# Main job: build, boot a node in QEMU, show what runs on it, power it off, summarise.
+demo: image
+	$(BIN) vm run --boot kernel --timeout 5m \
+	  --script "tessera status" --script "tessera logs -n 25" --script "ps" --script "tessera poweroff"
+
+# Same image, console handed to you (Ctrl-A X leaves QEMU).
+console: image
+	$(BIN) vm run --boot kernel --interactive
+
+bench: image
+	$(BIN) bench boot --runs 5
+
+# Re-pin the Debian packages of the image to the current apt candidates.
+lock: build
+	$(BIN) image lock --update
+
+clean:
+	rm -rf out target

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building, booting and testing Tessera need on a Debian 12 host.
+# Idempotent: when everything is there it changes nothing and prints nothing.
+set -euo pipefail
+
+# Host tools only. The image's own packages (kernel, busybox, systemd-boot stub) are fetched
+# and unpacked by `tessera image build` at the versions pinned in image/packages.lock.
+PACKAGES=(
+  qemu-system-x86 qemu-utils ipxe-qemu ovmf   # VMs: TCG, qemu-img, PXE ROM, UEFI firmware
+  musl-tools                                   # musl-gcc for the C parts of the static binary
+  binutils zstd cpio kmod                      # objcopy, inspection of images and modules
+  dpkg-dev                                     # dpkg-deb to unpack the pinned packages
+  openssl curl iproute2                        # checks with real clients
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+if ((${#missing[@]})); then
+  echo "[deps] installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# `apt-get download` of the pinned packages needs package lists.
+if [ -z "$(ls -A /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then
+  echo "[deps] apt-get update (no package lists yet)"
+  $sudo apt-get update -qq
+fi
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  echo "[deps] adding the x86_64-unknown-linux-musl Rust target"
+  rustup target add x86_64-unknown-linux-musl
+fi
