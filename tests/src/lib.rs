@@ -1,1 +1,142 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: the built binary and images, booting a VM of the test
+//! image, and running shell commands on its serial console the way a developer would.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tessera_qemu::{BootMode, Vm, VmConfig};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The static binary `make image` leaves at out/bin/tessera.
+pub fn tessera_bin() -> PathBuf {
+    let bin = repo_root().join("out/bin/tessera");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make image` (or `make test`, which does) first",
+        bin.display()
+    );
+    bin
+}
+
+/// The default image, as `make image` built it.
+pub fn default_image() -> PathBuf {
+    let dir = repo_root().join("out");
+    assert!(
+        dir.join("pxe/initramfs.img").exists(),
+        "out/pxe/initramfs.img is missing: run `make image` first"
+    );
+    dir
+}
+
+/// The default image plus the test services of tests/services, built once per test run.
+pub fn test_image() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            let out = root.join("out/test-image");
+            let status = Command::new(tessera_bin())
+                .current_dir(&root)
+                .args(["image", "build", "--out"])
+                .arg(&out)
+                .arg("--tessera-bin")
+                .arg(tessera_bin())
+                .arg("--extra-services")
+                .arg(root.join("tests/services"))
+                .status()
+                .expect("run tessera image build");
+            assert!(status.success(), "building the test image failed");
+            out
+        })
+        .clone()
+}
+
+/// How long a boot may take under TCG, by mode (firmware and TFTP make PXE and disk slower).
+pub fn boot_timeout(mode: BootMode) -> Duration {
+    Duration::from_secs(match mode {
+        BootMode::Kernel => 120,
+        BootMode::Pxe => 240,
+        BootMode::Disk => 300,
+    })
+}
+
+/// Starts a VM of `image` with a console log under out/e2e-logs/<name>.log.
+pub fn boot(image: &Path, mode: BootMode, name: &str, append: &[&str]) -> Vm {
+    let mut cfg = VmConfig::new(mode, image);
+    cfg.name = name.to_string();
+    cfg.append = append.iter().map(|s| s.to_string()).collect();
+    let logs = repo_root().join("out/e2e-logs");
+    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
+    let log = logs.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    cfg.log_file = Some(log);
+    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+}
+
+/// Waits for TESSERA-READY and returns the line.
+pub fn wait_ready(vm: &Vm, mode: BootMode) -> String {
+    vm.wait_for("TESSERA-READY", boot_timeout(mode))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+static MARK: AtomicU32 = AtomicU32::new(1000);
+
+/// Runs a shell command on the console and returns what it printed (the lines between the
+/// typed command and an end marker). The marker is computed by the shell, so that the echo of
+/// the typed line never matches it.
+pub fn sh(vm: &Vm, command: &str) -> String {
+    let n = MARK.fetch_add(1, Ordering::Relaxed);
+    let done = format!("END-{}-MARK", n + 1);
+    vm.send_line(&format!("{command}; echo END-$(({n}+1))-MARK"))
+        .expect("type into the console");
+    vm.wait_for(&done, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("command {command:?} did not finish: {e}"));
+    let text = vm.console();
+    let end = text.rfind(&done).unwrap_or(text.len());
+    let start = text[..end]
+        .rfind(&format!("echo END-$(({n}+1))-MARK"))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let body = &text[start..end];
+    // Drop the rest of the typed line and the marker's own line start.
+    body.split_once('\n')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .trim_end()
+        .to_string()
+}
+
+/// Polls a console command until its output satisfies `pred`.
+pub fn sh_until(vm: &Vm, command: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let out = sh(vm, command);
+        if pred(&out) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "output of {command:?} never matched; last:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The row of `service` in `tessera status` output, split into columns.
+pub fn status_row(status: &str, service: &str) -> Vec<String> {
+    status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(service))
+        .unwrap_or_else(|| panic!("no row for {service} in:\n{status}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
