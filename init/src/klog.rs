@@ -1,6 +1,6 @@
 //! `tessera klog`: the kernel log as structured events. Reads /dev/kmsg from the start,
-//! writes one JSON line per record (level from the record's priority), says READY=1 once the
-//! backlog is read, then follows new records.
+//! writes one JSON line per record (level from the record's priority) and follows new
+//! records. It is ready as soon as /dev/kmsg is open: the kernel keeps the backlog until read.
 
 use std::io::{Read, Write};
 use tessera_common::log::Level;
@@ -40,9 +40,10 @@ pub fn run() -> anyhow::Result<()> {
                 "cannot open /dev/kmsg: {e} (is this a Tessera node with devtmpfs mounted?)"
             )
         })?;
+    let _ =
+        tessera_common::notify::notify(&["READY=1".into(), "STATUS=following /dev/kmsg".into()]);
     let stdout = std::io::stdout();
     let mut buf = vec![0u8; 8192];
-    let mut backlog_done = false;
     loop {
         match kmsg.read(&mut buf) {
             Ok(n) => {
@@ -55,16 +56,7 @@ pub fn run() -> anyhow::Result<()> {
             }
             // EPIPE: records were overwritten before we read them; carry on with the next.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if !backlog_done {
-                    backlog_done = true;
-                    let _ = tessera_common::notify::notify(&[
-                        "READY=1".into(),
-                        "STATUS=following /dev/kmsg".into(),
-                    ]);
-                }
-                wait_readable(&kmsg)?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(&kmsg)?,
             Err(e) => return Err(anyhow::anyhow!("reading /dev/kmsg: {e}")),
         }
     }

@@ -77,6 +77,9 @@ enum Command {
     Reboot,
     /// Stop all services in order and halt.
     Halt,
+    /// Build the node image, or re-pin its Debian packages.
+    #[command(subcommand)]
+    Image(tessera_image::ImageCommand),
     /// Service: forward the kernel log (/dev/kmsg) as structured events.
     #[command(hide = true)]
     Klog,
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reboot => cli::shutdown(&socket, ShutdownMode::Reboot)?,
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
+        Command::Image(cmd) => tessera_image::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

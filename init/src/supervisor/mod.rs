@@ -140,7 +140,12 @@ impl Supervisor {
     /// Loads the service files and prepares the supervisor. Bad files and unsatisfiable
     /// dependencies are logged with their cause and skipped.
     pub fn new(mut opts: Options, hub: Arc<LogHub>) -> Supervisor {
+        let t = Instant::now();
         let (specs, file_errors) = manifest::load_dir(&opts.services_dir);
+        hub.push(
+            LogEvent::new("init", Level::Debug, "service files read")
+                .field("ms", t.elapsed().as_secs_f64() * 1000.0),
+        );
         for e in &file_errors {
             hub.push(
                 LogEvent::new("init", Level::Error, "service file skipped")
@@ -181,6 +186,10 @@ impl Supervisor {
             },
             None => None,
         };
+        hub.push(
+            LogEvent::new("init", Level::Debug, "cgroups set up")
+                .field("ms", t.elapsed().as_secs_f64() * 1000.0),
+        );
         let services = specs
             .into_iter()
             .map(|spec| {
@@ -245,6 +254,12 @@ impl Supervisor {
             self.hub.push(LogEvent::new("init", Level::Error, &msg));
             self.opts.problems.push(msg);
         }
+        self.hub.push(
+            LogEvent::new("init", Level::Debug, "control socket up").field(
+                "ms_since_start",
+                self.opts.started.elapsed().as_secs_f64() * 1000.0,
+            ),
+        );
         self.reap();
         self.advance();
         loop {
@@ -636,6 +651,11 @@ impl Supervisor {
             Err(e) => return self.start_failed(idx, e.to_string()),
         };
         let pid = spawned.pid;
+        self.hub
+            .push(LogEvent::new("init", Level::Debug, "spawned").field(
+                "ms_since_start",
+                self.opts.started.elapsed().as_secs_f64() * 1000.0,
+            ));
         for (fd, stream) in [
             (spawned.stdout, Stream::Stdout),
             (spawned.stderr, Stream::Stderr),

@@ -195,6 +195,13 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // The services would outlive a killed supervisor: kill them too.
+        for pid in tessera_init::shutdown::descendants(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
