@@ -402,9 +402,33 @@ pub fn compress(data: &[u8], how: Compression) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Size of a built initramfs once unpacked (zstd or gzip, told apart by their magic bytes).
+pub fn uncompressed_size(path: &Path) -> std::io::Result<u64> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut head = [0u8; 2];
+    std::io::Read::read_exact(&mut std::fs::File::open(path)?, &mut head)?;
+    let mut reader: Box<dyn std::io::Read> = if head == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(zstd::stream::read::Decoder::with_buffer(file)?)
+    };
+    std::io::copy(&mut reader, &mut std::io::sink())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uncompressed_size_reads_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 100_000];
+        for how in [Compression::Zstd, Compression::Gzip] {
+            let p = dir.path().join("i.img");
+            std::fs::write(&p, compress(&data, how).unwrap()).unwrap();
+            assert_eq!(uncompressed_size(&p).unwrap(), 100_000);
+        }
+    }
 
     #[test]
     fn tree_creates_parents_and_tessera_links() {

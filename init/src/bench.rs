@@ -50,7 +50,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
     for f in ["pxe/vmlinuz", "pxe/initramfs.img", "disk.qcow2"] {
         if !args.image.join(f).exists() {
-            bail!("{} is missing: build the image first (`make image`)", args.image.join(f).display());
+            bail!(
+                "{} is missing: build the image first (`make image`)",
+                args.image.join(f).display()
+            );
         }
     }
     build_floor(&args.floor)?;
@@ -74,9 +77,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn build_floor(dir: &Path) -> anyhow::Result<()> {
-    eprintln!("[bench] building the busybox floor image in {}", dir.display());
+    eprintln!(
+        "[bench] building the busybox floor image in {}",
+        dir.display()
+    );
     let exe = std::env::current_exe().context("locating this executable")?;
-    let status = Command::new(&exe).args(["image", "build", "--floor", "--out"]).arg(dir).status().context("running tessera image build --floor")?;
+    let status = Command::new(&exe)
+        .args(["image", "build", "--floor", "--out"])
+        .arg(dir)
+        .status()
+        .context("running tessera image build --floor")?;
     if !status.success() {
         bail!("building the floor image failed (see above)");
     }
@@ -112,14 +122,26 @@ fn node_boot(image: &Path, mode: BootMode) -> anyhow::Result<NodeBoot> {
     vm.send_line("tessera poweroff")?;
     let exit = vm.wait_exit(Duration::from_secs(60))?;
     if !exit.is_clean_poweroff() {
-        bail!("the {} boot did not power off cleanly: {}", mode.as_str(), exit.describe());
+        bail!(
+            "the {} boot did not power off cleanly: {}",
+            mode.as_str(),
+            exit.describe()
+        );
     }
-    let num = |m: &std::collections::BTreeMap<String, String>, k: &str| -> anyhow::Result<u64> { m.get(k).and_then(|v| v.parse().ok()).with_context(|| format!("no {k}= in the console line")) };
+    let num = |m: &std::collections::BTreeMap<String, String>, k: &str| -> anyhow::Result<u64> {
+        m.get(k)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {k}= in the console line"))
+    };
     Ok(NodeBoot {
         init_uptime_ms: num(&init, "uptime_ms")?,
         ready_uptime_ms: num(&ready, "uptime_ms")?,
         userspace_ms: num(&ready, "userspace_ms")?,
-        rss_kib: rss.split_whitespace().nth(1).and_then(|v| v.parse().ok()).with_context(|| format!("unreadable VmRSS line {rss:?}"))?,
+        rss_kib: rss
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("unreadable VmRSS line {rss:?}"))?,
         wall_ms,
     })
 }
@@ -133,11 +155,17 @@ struct Sizes {
 
 impl Sizes {
     fn read(image: &Path) -> anyhow::Result<Sizes> {
-        let len = |f: &str| std::fs::metadata(image.join(f)).map(|m| m.len()).with_context(|| format!("reading {}", image.join(f).display()));
+        let len = |f: &str| {
+            std::fs::metadata(image.join(f))
+                .map(|m| m.len())
+                .with_context(|| format!("reading {}", image.join(f).display()))
+        };
         Ok(Sizes {
             vmlinuz: len("pxe/vmlinuz")?,
             initramfs: len("pxe/initramfs.img")?,
-            initramfs_uncompressed: tessera_image::initramfs::uncompressed_size(&image.join("pxe/initramfs.img"))?,
+            initramfs_uncompressed: tessera_image::initramfs::uncompressed_size(
+                &image.join("pxe/initramfs.img"),
+            )?,
             disk: len("disk.qcow2")?,
         })
     }
@@ -190,7 +218,10 @@ fn print_report(runs: usize, floor: &[u64], kernel: &[NodeBoot], pxe: &[NodeBoot
     println!("| --- | --- |");
     println!("| vmlinuz | {} |", mb(sizes.vmlinuz));
     println!("| initramfs (zstd) | {} |", mb(sizes.initramfs));
-    println!("| initramfs (uncompressed) | {} |", mb(sizes.initramfs_uncompressed));
+    println!(
+        "| initramfs (uncompressed) | {} |",
+        mb(sizes.initramfs_uncompressed)
+    );
     println!("| disk.qcow2 | {} |", mb(sizes.disk));
     println!();
     println!(

@@ -8,6 +8,8 @@ use tessera_common::control::{ServiceAction, ShutdownMode};
 use tessera_common::paths;
 use tessera_init::{cli, klog, pid1};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
@@ -80,6 +82,12 @@ enum Command {
     /// Build the node image, or re-pin its Debian packages.
     #[command(subcommand)]
     Image(tessera_image::ImageCommand),
+    /// Boot the image in QEMU (kernel, PXE or UEFI disk).
+    #[command(subcommand)]
+    Vm(tessera_qemu::VmCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Service: forward the kernel log (/dev/kmsg) as structured events.
     #[command(hide = true)]
     Klog,
@@ -159,6 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
         Command::Image(cmd) => tessera_image::run(cmd)?,
+        Command::Vm(cmd) => return tessera_qemu::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tessera_qemu::{BootMode, Vm, VmConfig};
@@ -87,31 +86,11 @@ pub fn wait_ready(vm: &Vm, mode: BootMode) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-static MARK: AtomicU32 = AtomicU32::new(1000);
-
-/// Runs a shell command on the console and returns what it printed (the lines between the
-/// typed command and an end marker). The marker is computed by the shell, so that the echo of
-/// the typed line never matches it.
+/// Runs a shell command on the console and returns what it printed; fails the test if the
+/// command exits non-zero.
 pub fn sh(vm: &Vm, command: &str) -> String {
-    let n = MARK.fetch_add(1, Ordering::Relaxed);
-    let done = format!("END-{}-MARK", n + 1);
-    vm.send_line(&format!("{command}; echo END-$(({n}+1))-MARK"))
-        .expect("type into the console");
-    vm.wait_for(&done, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("command {command:?} did not finish: {e}"));
-    let text = vm.console();
-    let end = text.rfind(&done).unwrap_or(text.len());
-    let start = text[..end]
-        .rfind(&format!("echo END-$(({n}+1))-MARK"))
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let body = &text[start..end];
-    // Drop the rest of the typed line and the marker's own line start.
-    body.split_once('\n')
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .trim_end()
-        .to_string()
+    vm.run_command(command, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("command {command:?}: {e}"))
 }
 
 /// Polls a console command until its output satisfies `pred`.
