@@ -8,6 +8,7 @@ set -euo pipefail
 PACKAGES=(
   qemu-system-x86 qemu-utils ipxe-qemu ovmf   # VMs: TCG, qemu-img, PXE ROM, UEFI firmware
   musl-tools                                   # musl-gcc for the C parts of the static binary
+  busybox-static                               # a static /bin/busybox for the runner's own boot tests
   binutils zstd cpio kmod                      # objcopy, inspection of images and modules
   dpkg-dev                                     # dpkg-deb to unpack the pinned packages
   openssl curl iproute2                        # checks with real clients

@@ -19,7 +19,7 @@ fn config(boot: BootMode, image: &std::path::Path) -> VmConfig {
 #[test]
 fn kernel_boot_reaches_init_with_the_extra_args_and_powers_off_cleanly() {
     let Some(image) = support::pxe_image() else {
-        return support::skip("kernel boot", "no kernel or static busybox");
+        return support::fixture_missing("kernel boot", "no kernel or static busybox");
     };
     let data = image.path().join("data.img");
     std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
@@ -54,7 +54,7 @@ fn kernel_boot_reaches_init_with_the_extra_args_and_powers_off_cleanly() {
 #[test]
 fn pxe_boot_fetches_the_kernel_over_tftp_and_passes_extra_args_through_ipxe() {
     let Some(image) = support::pxe_image() else {
-        return support::skip("pxe boot", "no kernel or static busybox");
+        return support::fixture_missing("pxe boot", "no kernel or static busybox");
     };
     let mut cfg = config(BootMode::Pxe, image.path());
     cfg.append = vec!["test.marker=pxe42".into()];
@@ -82,10 +82,10 @@ fn pxe_boot_fetches_the_kernel_over_tftp_and_passes_extra_args_through_ipxe() {
 #[test]
 fn disk_boot_runs_the_unified_kernel_image_under_ovmf_without_touching_the_image() {
     let Some(image) = support::pxe_image() else {
-        return support::skip("disk boot", "no kernel or static busybox");
+        return support::fixture_missing("disk boot", "no kernel or static busybox");
     };
     if let Err(why) = support::add_disk_image(image.path(), "console=ttyS0 quiet panic=-1") {
-        return support::skip("disk boot", &why);
+        return support::fixture_missing("disk boot", &why);
     }
     let disk = image.path().join("disk.qcow2");
     let before = std::fs::read(&disk).unwrap();
@@ -107,7 +107,7 @@ fn disk_boot_runs_the_unified_kernel_image_under_ovmf_without_touching_the_image
 #[test]
 fn typed_commands_reach_the_guest_shell_and_tessera_poweroff_ends_the_vm() {
     let Some(image) = support::pxe_image() else {
-        return support::skip("console shell", "no kernel or static busybox");
+        return support::fixture_missing("console shell", "no kernel or static busybox");
     };
     let mut cfg = config(BootMode::Kernel, image.path());
     cfg.append = vec!["test.mode=shell".into()];
@@ -129,7 +129,7 @@ fn typed_commands_reach_the_guest_shell_and_tessera_poweroff_ends_the_vm() {
 #[test]
 fn kernel_panic_fails_the_wait_with_the_console_tail_and_is_the_exit_reason() {
     let Some(image) = support::pxe_image() else {
-        return support::skip("kernel panic", "no kernel or static busybox");
+        return support::fixture_missing("kernel panic", "no kernel or static busybox");
     };
     let mut cfg = config(BootMode::Kernel, image.path());
     cfg.append = vec!["test.mode=panic".into()];
@@ -148,7 +148,7 @@ fn kernel_panic_fails_the_wait_with_the_console_tail_and_is_the_exit_reason() {
 #[test]
 fn guest_reboot_ends_qemu_and_is_reported_as_a_reboot() {
     let Some(image) = support::pxe_image() else {
-        return support::skip("reboot", "no kernel or static busybox");
+        return support::fixture_missing("reboot", "no kernel or static busybox");
     };
     let mut cfg = config(BootMode::Kernel, image.path());
     cfg.append = vec!["test.mode=reboot".into()];
@@ -172,7 +172,7 @@ fn cli_pxe_boot_runs_a_script_in_the_guest_shell_and_exits_0() {
     // unchanged, so the shell mode is the test /init's default here.
     let init = support::INIT.replace("mode=poweroff\n", "mode=shell\n");
     let Some(image) = support::pxe_image_with_init(&init) else {
-        return support::skip("cli pxe script", "no kernel or static busybox");
+        return support::fixture_missing("cli pxe script", "no kernel or static busybox");
     };
     let image_arg = image.path().display().to_string();
     let argv = [

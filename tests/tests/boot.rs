@@ -27,7 +27,7 @@ fn full_cycle(mode: BootMode, name: &str) {
     sh(&vm, "kill -KILL $(cat /run/victim.pid)");
     let status = sh_until(&vm, "tessera status", Duration::from_secs(30), |s| {
         let row = status_row(s, "victim");
-        row[2] == "ready" && row[3] != before[3]
+        row[2] == "ready" && row[3] != before[3] && status_row(s, "crashloop")[2] == "failed"
     });
     assert_eq!(
         status_row(&status, "victim")[4],

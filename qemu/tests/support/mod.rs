@@ -44,8 +44,9 @@ esac
 
 pub const BOOT_IPXE: &str = "#!ipxe\nkernel vmlinuz initrd=initramfs.img console=ttyS0 quiet panic=-1 ${tessera_args}\ninitrd initramfs.img\nboot\n";
 
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+/// A fixture this test needs is missing: fail, saying how to get it (never pass silently).
+pub fn fixture_missing(test: &str, why: &str) {
+    panic!("{test}: cannot run: {why}. Fix: run scripts/install-deps.sh (it installs busybox-static and the tools) and make sure apt can download linux-image-cloud-amd64");
 }
 
 fn cache_dir() -> PathBuf {
