@@ -651,11 +651,6 @@ impl Supervisor {
             Err(e) => return self.start_failed(idx, e.to_string()),
         };
         let pid = spawned.pid;
-        self.hub
-            .push(LogEvent::new("init", Level::Debug, "spawned").field(
-                "ms_since_start",
-                self.opts.started.elapsed().as_secs_f64() * 1000.0,
-            ));
         for (fd, stream) in [
             (spawned.stdout, Stream::Stdout),
             (spawned.stderr, Stream::Stderr),

@@ -1,14 +1,17 @@
-//! Starting one service process: fork + exec only (never fork without exec, even though PID 1
-//! runs a tokio runtime), with a new session, the service's cgroup, its capability bounding
-//! set, optional no-new-privileges, a clean environment and stdio on log pipes or the console.
+//! Starting one service process with vfork + exec (`clone(CLONE_VM | CLONE_VFORK)`): the
+//! child borrows PID 1's memory until it execs, so nothing is copied — under QEMU's TCG that
+//! is ~30 ms per service faster than fork — and PID 1 never forks without exec. Before exec
+//! the child makes itself a session leader, joins the service's cgroup, drops capabilities
+//! from its bounding set, optionally sets no-new-privileges, and takes its stdio. Everything
+//! it needs is prepared by the parent; the child only makes raw syscalls.
 
 use super::manifest::ServiceSpec;
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// A started process and the read ends of its stdout/stderr (None on the console).
 pub struct Spawned {
@@ -30,19 +33,14 @@ pub struct Launch<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start {exec}: {source}{hint}")]
-    Exec {
-        exec: String,
-        source: std::io::Error,
-        hint: &'static str,
-    },
-    #[error("cannot open the console for {service}: {source}")]
-    Console {
-        service: String,
-        source: std::io::Error,
-    },
+    Exec { exec: String, source: std::io::Error, hint: &'static str },
+    #[error("cannot start {exec}: {step} failed in the child: {source}")]
+    Setup { exec: String, step: &'static str, source: std::io::Error },
+    #[error("cannot prepare the start of {exec}: {source}")]
+    Prepare { exec: String, source: std::io::Error },
 }
 
-/// Capability numbers to drop from the bounding set: all the kernel knows minus `keep`.
+/// Capability numbers to drop from the bounding set: all it holds minus `keep`.
 fn caps_to_drop(keep: &[caps::Capability]) -> Vec<libc::c_ulong> {
     caps::read(None, caps::CapSet::Bounding)
         .unwrap_or_else(|_| caps::all())
@@ -52,102 +50,139 @@ fn caps_to_drop(keep: &[caps::Capability]) -> Vec<libc::c_ulong> {
         .collect()
 }
 
-pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
+fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "contains a NUL byte"))
+}
+
+/// The service's environment: a clean one, not PID 1's.
+fn environment(launch: &Launch) -> Vec<(String, String)> {
     let spec = launch.spec;
-    let mut cmd = Command::new(&spec.exec);
-    cmd.args(&spec.args)
-        .env_clear()
-        .env("PATH", launch.path)
-        .env("TESSERA_SERVICE", &spec.name);
+    let mut env = vec![("PATH".to_string(), launch.path.to_string()), ("TESSERA_SERVICE".to_string(), spec.name.clone())];
     if let Some(sock) = launch.notify_socket {
-        cmd.env(tessera_common::notify::NOTIFY_SOCKET_ENV, sock);
+        env.push((tessera_common::notify::NOTIFY_SOCKET_ENV.into(), sock.display().to_string()));
     }
     if let Some(wd) = spec.watchdog {
-        cmd.env(
-            tessera_common::notify::WATCHDOG_USEC_ENV,
-            wd.as_micros().to_string(),
-        );
+        env.push((tessera_common::notify::WATCHDOG_USEC_ENV.into(), wd.as_micros().to_string()));
     }
     if spec.console {
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/console")
-        };
-        let console_err = |source| SpawnError::Console {
-            service: spec.name.clone(),
-            source,
-        };
-        cmd.stdin(open().map_err(console_err)?)
-            .stdout(open().map_err(console_err)?)
-            .stderr(open().map_err(console_err)?);
         if let Ok(term) = std::env::var("TERM") {
-            cmd.env("TERM", term);
+            env.push(("TERM".into(), term));
         }
-    } else {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
     }
-    cmd.envs(&spec.env);
+    for (k, v) in &spec.env {
+        env.retain(|(key, _)| key != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
 
-    let drop_caps: Vec<libc::c_ulong> = spec
-        .capabilities
-        .as_deref()
-        .map(caps_to_drop)
-        .unwrap_or_default();
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// Which setup step failed in the child (index into STEPS) and its errno.
+const STEPS: [&str; 6] = ["setsid", "joining the cgroup", "dropping capabilities", "setting no-new-privileges", "redirecting stdio", "exec"];
+
+pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let spec = launch.spec;
+    let exec_name = spec.exec.display().to_string();
+    let prepare = |source| SpawnError::Prepare { exec: exec_name.clone(), source };
+
+    // Everything the child touches is built here, before the clone.
+    let path = cstring(spec.exec.as_os_str().as_bytes()).map_err(prepare)?;
+    let argv_owned: Vec<CString> = std::iter::once(spec.exec.as_os_str().as_bytes())
+        .chain(spec.args.iter().map(|a| a.as_bytes()))
+        .map(cstring)
+        .collect::<Result<_, _>>()
+        .map_err(prepare)?;
+    let envp_owned: Vec<CString> = environment(launch).into_iter().map(|(k, v)| cstring(format!("{k}={v}").as_bytes())).collect::<Result<_, _>>().map_err(prepare)?;
+    let argv: Vec<*const libc::c_char> = argv_owned.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp: Vec<*const libc::c_char> = envp_owned.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
+
+    let (stdio, parent_ends): ([OwnedFd; 3], (Option<OwnedFd>, Option<OwnedFd>)) = if spec.console {
+        let open = || OpenOptions::new().read(true).write(true).open("/dev/console").map(OwnedFd::from);
+        ([open().map_err(prepare)?, open().map_err(prepare)?, open().map_err(prepare)?], (None, None))
+    } else {
+        let null = OpenOptions::new().read(true).open("/dev/null").map(OwnedFd::from).map_err(prepare)?;
+        let (out_r, out_w) = pipe().map_err(prepare)?;
+        let (err_r, err_w) = pipe().map_err(prepare)?;
+        ([null, out_w, err_w], (Some(out_r), Some(err_r)))
+    };
+    let stdio_fds = [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()];
+    let drop_caps: Vec<libc::c_ulong> = spec.capabilities.as_deref().map(caps_to_drop).unwrap_or_default();
     let cgroup_fd = launch.cgroup_procs.map(|f| f.as_raw_fd());
     let no_new_privs = spec.no_new_privileges;
-    // SAFETY: runs in the forked child before exec. It only makes raw syscalls (setsid,
-    // write, prctl) on values prepared by the parent, and neither allocates nor takes locks,
-    // so it is async-signal-safe even though the parent is multi-threaded.
-    unsafe {
-        cmd.pre_exec(move || {
+
+    // Written by the child (shared memory) when a step fails: (step, errno).
+    let mut failure: (usize, i32) = (usize::MAX, 0);
+    let failure_ptr: *mut (usize, i32) = &mut failure;
+    let mut stack = vec![0u8; 64 * 1024];
+    let child = Box::new(move || -> isize {
+        let fail = |step: usize| -> isize {
+            // SAFETY: the parent is suspended (CLONE_VFORK) and `failure` outlives the child's
+            // use of it; errno is read from this thread's own errno.
+            unsafe { *failure_ptr = (step, *libc::__errno_location()) };
+            127
+        };
+        // SAFETY (whole block): raw syscalls on values prepared by the parent; no allocation,
+        // no locks — the child shares the parent's memory until exec.
+        unsafe {
             if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
+                return fail(0);
             }
             if let Some(fd) = cgroup_fd {
                 // "0" moves the writing process into the cgroup.
                 if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                    return fail(1);
                 }
             }
             for &cap in &drop_caps {
                 if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                    return fail(2);
                 }
             }
             if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+                return fail(3);
             }
-            Ok(())
+            for (target, &fd) in stdio_fds.iter().enumerate() {
+                if libc::dup2(fd, target as i32) < 0 {
+                    return fail(4);
+                }
+            }
+            // Rust ignores SIGPIPE in its own processes; services get the default back.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        fail(5)
+    });
+    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
+    // SAFETY: the child runs on its own stack, shares memory only while the parent is
+    // suspended by CLONE_VFORK, and ends in execve or exit without unwinding into our frames.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| prepare(e.into()))?;
+    drop(stdio); // the child has its copies
+    if failure.0 != usize::MAX {
+        // The child exited (status 127); the reaper collects it as an unknown pid.
+        let source = std::io::Error::from_raw_os_error(failure.1);
+        let (step, exec) = (STEPS[failure.0.min(STEPS.len() - 1)], exec_name);
+        return Err(if step == "exec" {
+            let hint = match source.kind() {
+                std::io::ErrorKind::NotFound => " (no such file: check `exec` in the service file and that the image contains it)",
+                std::io::ErrorKind::PermissionDenied => " (permission denied: is it executable?)",
+                _ => "",
+            };
+            SpawnError::Exec { exec, source, hint }
+        } else {
+            SpawnError::Setup { exec, step, source }
         });
     }
-    let mut child = cmd.spawn().map_err(|source| {
-        let hint = match source.kind() {
-            std::io::ErrorKind::NotFound => " (no such file: check `exec` in the service file and that the image contains it)",
-            std::io::ErrorKind::PermissionDenied => " (permission denied: is it executable, and may this supervisor drop capabilities / join cgroups?)",
-            _ => "",
-        };
-        SpawnError::Exec { exec: spec.exec.display().to_string(), source, hint }
-    })?;
-    // The Child handle is dropped without waiting: the supervisor's reaper is the single
-    // owner of exit statuses.
-    Ok(Spawned {
-        pid: child.id(),
-        stdout: child.stdout.take().map(OwnedFd::from),
-        stderr: child.stderr.take().map(OwnedFd::from),
-    })
+    Ok(Spawned { pid: pid.as_raw() as u32, stdout: parent_ends.0, stderr: parent_ends.1 })
 }
 
 /// Writes a value into a cgroup control file, with the file named in the error.
 pub fn write_control(path: &Path, value: &str) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).open(path)?;
-    f.write_all(value.as_bytes()).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("writing {value:?} to {}: {e}", path.display()),
-        )
-    })
+    f.write_all(value.as_bytes()).map_err(|e| std::io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
 }
