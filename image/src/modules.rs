@@ -162,6 +162,20 @@ pub fn dependency_order(name: &str, modules: &BTreeMap<String, Module>) -> Vec<S
     post
 }
 
+/// `roots` (normalized) and everything they depend on, transitively.
+pub fn dependency_closure(
+    roots: &[String],
+    modules: &BTreeMap<String, Module>,
+) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for root in roots {
+        let root = normalize(root);
+        found.extend(dependency_order(&root, modules));
+        found.insert(root);
+    }
+    found
+}
+
 /// `modules.dep` for the shipped set (standard depmod format, see the module docs).
 pub fn modules_dep(modules: &BTreeMap<String, Module>) -> String {
     let mut lines: Vec<(String, String)> = modules
@@ -435,6 +449,23 @@ mod tests {
             (name.as_str(), by.as_str()),
             ("no_such", "listed in image/modules.toml")
         );
+    }
+
+    #[test]
+    fn dependency_closure_covers_transitive_dependencies() {
+        let k = fake_kernel();
+        let c = closure(&["virtio_net".into(), "dm_thin_pool".into()], |n| {
+            k.get(n).cloned()
+        })
+        .unwrap();
+        let boot = dependency_closure(&["virtio-net".into()], &c);
+        assert!(
+            boot.contains("virtio_net")
+                && boot.contains("failover")
+                && boot.contains("virtio_ring"),
+            "{boot:?}"
+        );
+        assert!(!boot.contains("dm_thin_pool"));
     }
 
     #[test]

@@ -141,9 +141,21 @@ fn initramfs_has_init_links_console_modules_and_services() {
     let text = |p: &str| String::from_utf8(e[p].data.clone()).unwrap();
     assert_eq!(
         text("etc/tessera/modules.boot"),
-        "virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_console\nvirtio_rng\n"
+        "virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_rng\n"
     );
     let dep = text(&format!("lib/modules/{release}/modules.dep"));
+    // Boot modules stay plain .ko; modules only shipped are zstd-compressed .ko.zst.
+    assert!(
+        dep.lines()
+            .any(|l| l.starts_with("kernel/fs/btrfs/btrfs.ko.zst:")),
+        "btrfs is compressed"
+    );
+    let btrfs = &e[&format!("lib/modules/{release}/kernel/fs/btrfs/btrfs.ko.zst")].data;
+    assert_eq!(&btrfs[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    assert!(e.contains_key(&format!(
+        "lib/modules/{release}/kernel/drivers/virtio/virtio_pci.ko"
+    )));
+    assert_eq!(link("sbin/modprobe"), "tessera");
     let virtio_net = dep
         .lines()
         .find(|l| l.starts_with("kernel/drivers/net/virtio_net.ko:"))

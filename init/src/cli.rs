@@ -211,3 +211,17 @@ pub fn notify(
     tessera_common::notify::notify(&assignments)?;
     Ok(())
 }
+
+/// `tessera modprobe` (and `/sbin/modprobe`, run by the kernel for `request_module()`):
+/// loads a module, by name or alias, after its dependencies.
+pub fn modprobe(quiet: bool, name: &str, params: &[String]) -> anyhow::Result<()> {
+    let index = crate::kmod::ModuleIndex::for_running_kernel();
+    match index.modprobe(name, &params.join(" ")).map_err(|e| anyhow!(e))? {
+        crate::kmod::Outcome::Loaded(mods) if !quiet => println!("loaded {}", mods.join(" ")),
+        crate::kmod::Outcome::Builtin if !quiet => println!("{name} is built into the kernel"),
+        crate::kmod::Outcome::NotFound if quiet => std::process::exit(1),
+        crate::kmod::Outcome::NotFound => bail!("module {name} not found in {}: it is neither shipped in the image nor built in (add it to image/modules.toml)", index.dir().display()),
+        _ => {}
+    }
+    Ok(())
+}

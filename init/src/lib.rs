@@ -7,6 +7,7 @@
 pub mod boot;
 pub mod cli;
 pub mod klog;
+pub mod kmod;
 pub mod pid1;
 pub mod shutdown;
 pub mod supervisor;

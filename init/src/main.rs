@@ -73,6 +73,14 @@ enum Command {
         status: Option<String>,
         assignments: Vec<String>,
     },
+    /// Load a kernel module (name or alias) with its dependencies.
+    Modprobe {
+        #[arg(short, long)]
+        quiet: bool,
+        name: String,
+        /// Module parameters, key=value.
+        params: Vec<String>,
+    },
     /// Stop all services in order and power off.
     Poweroff,
     /// Stop all services in order and reboot.
@@ -113,7 +121,26 @@ fn main() -> ExitCode {
         eprintln!("tessera request-key: the keyring callout is served by the certificate manager, which this image does not run yet");
         return ExitCode::FAILURE;
     }
-    let cli = Cli::parse();
+    // Services on the boot path skip building the whole CLI (measurable under TCG).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "klog") && std::env::args_os().len() == 2 {
+        return match klog::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tessera klog: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // As /sbin/modprobe (the kernel's request_module helper): `modprobe -q -- NAME`.
+    let cli = if argv0 == "modprobe" {
+        Cli::parse_from(
+            std::iter::once("tessera".into())
+                .chain(std::iter::once("modprobe".into()))
+                .chain(std::env::args_os().skip(1)),
+        )
+    } else {
+        Cli::parse()
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -162,6 +189,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status,
             assignments,
         } => cli::notify(assignments, ready, status)?,
+        Command::Modprobe {
+            quiet,
+            name,
+            params,
+        } => cli::modprobe(quiet, &name, &params)?,
         Command::Poweroff => cli::shutdown(&socket, ShutdownMode::Poweroff)?,
         Command::Reboot => cli::shutdown(&socket, ShutdownMode::Reboot)?,
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,

@@ -182,3 +182,32 @@ fn services_get_their_capability_bounding_set_and_cgroup_limits() {
         "50000 100000"
     );
 }
+
+#[test]
+fn compressed_modules_load_by_name_and_through_the_kernels_modprobe_requests() {
+    let vm = boot(&default_image(), BootMode::Kernel, "modprobe", &[]);
+    wait_ready(&vm, BootMode::Kernel);
+    // btrfs ships as .ko.zst; tessera decompresses it and loads its dependencies first.
+    assert!(sh(&vm, "ls /lib/modules/*/kernel/fs/btrfs/").contains("btrfs.ko.zst"));
+    let loaded = sh(&vm, "tessera modprobe btrfs");
+    assert!(
+        loaded.starts_with("loaded ") && loaded.trim_end().ends_with("btrfs"),
+        "{loaded}"
+    );
+    assert!(sh(&vm, "grep -c btrfs /proc/filesystems") == "1");
+    // The kernel asks /sbin/modprobe (tessera) for "fs-iso9660" when a mount needs it.
+    let _ = vm.run_command_status(
+        "mount -t iso9660 /dev/null /mnt 2>/dev/null",
+        Duration::from_secs(30),
+    );
+    assert_eq!(sh(&vm, "grep -c iso9660 /proc/filesystems"), "1");
+    let missing = vm
+        .run_command_status("tessera modprobe no_such_thing", Duration::from_secs(30))
+        .unwrap();
+    assert_ne!(missing.status, 0);
+    assert!(
+        missing.output.contains("module no_such_thing not found"),
+        "{}",
+        missing.output
+    );
+}

@@ -33,36 +33,60 @@ pub struct Launch<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start {exec}: {source}{hint}")]
-    Exec { exec: String, source: std::io::Error, hint: &'static str },
+    Exec {
+        exec: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
     #[error("cannot start {exec}: {step} failed in the child: {source}")]
-    Setup { exec: String, step: &'static str, source: std::io::Error },
+    Setup {
+        exec: String,
+        step: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot prepare the start of {exec}: {source}")]
-    Prepare { exec: String, source: std::io::Error },
+    Prepare {
+        exec: String,
+        source: std::io::Error,
+    },
 }
 
-/// Capability numbers to drop from the bounding set: all it holds minus `keep`.
+/// Capability numbers to drop from the bounding set: all PID 1's holds minus `keep`.
 fn caps_to_drop(keep: &[caps::Capability]) -> Vec<libc::c_ulong> {
-    caps::read(None, caps::CapSet::Bounding)
-        .unwrap_or_else(|_| caps::all())
-        .into_iter()
+    // PID 1's own bounding set never changes: read it once (one prctl per capability).
+    static BOUNDING: std::sync::OnceLock<caps::CapsHashSet> = std::sync::OnceLock::new();
+    BOUNDING
+        .get_or_init(|| caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all()))
+        .iter()
+        .copied()
         .filter(|c| !keep.contains(c))
         .map(|c| c.index() as libc::c_ulong)
         .collect()
 }
 
 fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
-    CString::new(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "contains a NUL byte"))
+    CString::new(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "contains a NUL byte"))
 }
 
 /// The service's environment: a clean one, not PID 1's.
 fn environment(launch: &Launch) -> Vec<(String, String)> {
     let spec = launch.spec;
-    let mut env = vec![("PATH".to_string(), launch.path.to_string()), ("TESSERA_SERVICE".to_string(), spec.name.clone())];
+    let mut env = vec![
+        ("PATH".to_string(), launch.path.to_string()),
+        ("TESSERA_SERVICE".to_string(), spec.name.clone()),
+    ];
     if let Some(sock) = launch.notify_socket {
-        env.push((tessera_common::notify::NOTIFY_SOCKET_ENV.into(), sock.display().to_string()));
+        env.push((
+            tessera_common::notify::NOTIFY_SOCKET_ENV.into(),
+            sock.display().to_string(),
+        ));
     }
     if let Some(wd) = spec.watchdog {
-        env.push((tessera_common::notify::WATCHDOG_USEC_ENV.into(), wd.as_micros().to_string()));
+        env.push((
+            tessera_common::notify::WATCHDOG_USEC_ENV.into(),
+            wd.as_micros().to_string(),
+        ));
     }
     if spec.console {
         if let Ok(term) = std::env::var("TERM") {
@@ -81,12 +105,22 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Which setup step failed in the child (index into STEPS) and its errno.
-const STEPS: [&str; 6] = ["setsid", "joining the cgroup", "dropping capabilities", "setting no-new-privileges", "redirecting stdio", "exec"];
+const STEPS: [&str; 6] = [
+    "setsid",
+    "joining the cgroup",
+    "dropping capabilities",
+    "setting no-new-privileges",
+    "redirecting stdio",
+    "exec",
+];
 
 pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
     let spec = launch.spec;
     let exec_name = spec.exec.display().to_string();
-    let prepare = |source| SpawnError::Prepare { exec: exec_name.clone(), source };
+    let prepare = |source| SpawnError::Prepare {
+        exec: exec_name.clone(),
+        source,
+    };
 
     // Everything the child touches is built here, before the clone.
     let path = cstring(spec.exec.as_os_str().as_bytes()).map_err(prepare)?;
@@ -95,21 +129,58 @@ pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
         .map(cstring)
         .collect::<Result<_, _>>()
         .map_err(prepare)?;
-    let envp_owned: Vec<CString> = environment(launch).into_iter().map(|(k, v)| cstring(format!("{k}={v}").as_bytes())).collect::<Result<_, _>>().map_err(prepare)?;
-    let argv: Vec<*const libc::c_char> = argv_owned.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
-    let envp: Vec<*const libc::c_char> = envp_owned.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp_owned: Vec<CString> = environment(launch)
+        .into_iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(prepare)?;
+    let argv: Vec<*const libc::c_char> = argv_owned
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = envp_owned
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
 
     let (stdio, parent_ends): ([OwnedFd; 3], (Option<OwnedFd>, Option<OwnedFd>)) = if spec.console {
-        let open = || OpenOptions::new().read(true).write(true).open("/dev/console").map(OwnedFd::from);
-        ([open().map_err(prepare)?, open().map_err(prepare)?, open().map_err(prepare)?], (None, None))
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/console")
+                .map(OwnedFd::from)
+        };
+        (
+            [
+                open().map_err(prepare)?,
+                open().map_err(prepare)?,
+                open().map_err(prepare)?,
+            ],
+            (None, None),
+        )
     } else {
-        let null = OpenOptions::new().read(true).open("/dev/null").map(OwnedFd::from).map_err(prepare)?;
+        let null = OpenOptions::new()
+            .read(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(prepare)?;
         let (out_r, out_w) = pipe().map_err(prepare)?;
         let (err_r, err_w) = pipe().map_err(prepare)?;
         ([null, out_w, err_w], (Some(out_r), Some(err_r)))
     };
-    let stdio_fds = [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()];
-    let drop_caps: Vec<libc::c_ulong> = spec.capabilities.as_deref().map(caps_to_drop).unwrap_or_default();
+    let stdio_fds = [
+        stdio[0].as_raw_fd(),
+        stdio[1].as_raw_fd(),
+        stdio[2].as_raw_fd(),
+    ];
+    let drop_caps: Vec<libc::c_ulong> = spec
+        .capabilities
+        .as_deref()
+        .map(caps_to_drop)
+        .unwrap_or_default();
     let cgroup_fd = launch.cgroup_procs.map(|f| f.as_raw_fd());
     let no_new_privs = spec.no_new_privileges;
 
@@ -161,7 +232,8 @@ pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
     let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
     // SAFETY: the child runs on its own stack, shares memory only while the parent is
     // suspended by CLONE_VFORK, and ends in execve or exit without unwinding into our frames.
-    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| prepare(e.into()))?;
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| prepare(e.into()))?;
     drop(stdio); // the child has its copies
     if failure.0 != usize::MAX {
         // The child exited (status 127); the reaper collects it as an unknown pid.
@@ -178,11 +250,20 @@ pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
             SpawnError::Setup { exec, step, source }
         });
     }
-    Ok(Spawned { pid: pid.as_raw() as u32, stdout: parent_ends.0, stderr: parent_ends.1 })
+    Ok(Spawned {
+        pid: pid.as_raw() as u32,
+        stdout: parent_ends.0,
+        stderr: parent_ends.1,
+    })
 }
 
 /// Writes a value into a cgroup control file, with the file named in the error.
 pub fn write_control(path: &Path, value: &str) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).open(path)?;
-    f.write_all(value.as_bytes()).map_err(|e| std::io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
+    f.write_all(value.as_bytes()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("writing {value:?} to {}: {e}", path.display()),
+        )
+    })
 }
