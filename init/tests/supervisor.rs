@@ -464,3 +464,46 @@ fn transient_oneshot_is_retried_until_it_succeeds_and_dependents_wait_for_it() {
     assert_eq!((f.state, f.restarts), (ServiceState::Done, 1));
     assert_eq!(node.service("after").state, ServiceState::Ready);
 }
+
+#[test]
+fn sigterm_to_the_subreaper_stops_services_in_order_and_exits() {
+    let node = start(&[
+        ("a.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n"),
+        (
+            "b.toml",
+            "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nrequires = [\"a\"]\n",
+        ),
+    ]);
+    node.wait_console("TESSERA-READY", secs(10.0));
+    let pids: Vec<u32> = ["a", "b"]
+        .iter()
+        .map(|n| node.service(n).pid.unwrap())
+        .collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    node.wait_console("all services stopped", secs(10.0));
+    let console = node.console();
+    assert!(
+        console.contains("shutdown requested by signal mode=poweroff signal=SIGTERM"),
+        "{console}"
+    );
+    let stopped = |svc: &str| {
+        console
+            .lines()
+            .position(|l| l.contains("stopping service") && l.contains(&format!("service={svc} ")))
+            .unwrap()
+    };
+    let (a, b) = (stopped("a"), stopped("b"));
+    assert!(b < a, "{console}");
+    for p in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists()
+                || std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| s.contains(") Z")),
+            "service {p} still running"
+        );
+    }
+}

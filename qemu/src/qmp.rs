@@ -1,6 +1,7 @@
-//! QEMU's machine protocol (QMP), used for one thing: learning why QEMU stopped. The
-//! SHUTDOWN event says whether the guest powered off, reset (which `-no-reboot` turns into
-//! an exit) or panicked, which the console alone cannot tell for a firmware-level reset.
+//! QEMU's machine protocol (QMP), used to learn why QEMU stopped — the SHUTDOWN event says
+//! whether the guest powered off, reset (which `-no-reboot` turns into an exit) or panicked,
+//! which the console alone cannot tell for a firmware-level reset — and to press keys on the
+//! guest's keyboard (Ctrl-Alt-Del).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -27,18 +28,48 @@ pub struct QmpReport {
 pub fn spawn_listener(
     socket: PathBuf,
     qemu: ExitWatch,
-) -> (Arc<Mutex<QmpReport>>, Option<JoinHandle<()>>) {
+) -> (Arc<Mutex<QmpReport>>, QmpCommands, Option<JoinHandle<()>>) {
     let report: Arc<Mutex<QmpReport>> = Arc::default();
-    let out = report.clone();
+    let commands = QmpCommands::default();
+    let (out, writer) = (report.clone(), commands.clone());
     let handle = std::thread::Builder::new()
         .name("vm-qmp".into())
         .spawn(move || {
             if let Some(stream) = connect(&socket, &qemu) {
-                let _ = listen(stream, &out);
+                let _ = listen(stream, &out, &writer);
             }
         })
         .ok();
-    (report, handle)
+    (report, commands, handle)
+}
+
+/// The sending side of the QMP connection (QEMU takes one client; the listener owns it).
+#[derive(Clone, Default)]
+pub struct QmpCommands(Arc<Mutex<Option<UnixStream>>>);
+
+impl QmpCommands {
+    /// Sends one command; its reply is read (and ignored) by the listener.
+    pub fn execute(&self, command: &serde_json::Value) -> std::io::Result<()> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = guard.as_mut().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "QMP is not connected (yet)",
+            )
+        })?;
+        let mut line = serde_json::to_vec(command)?;
+        line.push(b'\n');
+        stream.write_all(&line)
+    }
+}
+
+/// `send-key` with QEMU key codes, pressed together (e.g. ctrl, alt, delete).
+pub fn send_key_command(keys: &[&str]) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({"type": "qcode", "data": k}))
+        .collect();
+    serde_json::json!({"execute": "send-key", "arguments": {"keys": keys}})
 }
 
 fn connect(socket: &PathBuf, qemu: &ExitWatch) -> Option<UnixStream> {
@@ -59,12 +90,17 @@ fn connect(socket: &PathBuf, qemu: &ExitWatch) -> Option<UnixStream> {
     None
 }
 
-fn listen(stream: UnixStream, report: &Mutex<QmpReport>) -> std::io::Result<()> {
+fn listen(
+    stream: UnixStream,
+    report: &Mutex<QmpReport>,
+    commands: &QmpCommands,
+) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut lines = BufReader::new(stream).lines();
     // The greeting, then capabilities negotiation: events flow only after it.
     lines.next().transpose()?;
     writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    *commands.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
     for line in lines {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line?) else {
             continue;
@@ -91,6 +127,16 @@ pub fn apply_event(msg: &serde_json::Value, report: &mut QmpReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_key_presses_keys_together() {
+        let c = send_key_command(&["ctrl", "alt", "delete"]);
+        assert_eq!(c["execute"], "send-key");
+        assert_eq!(
+            c["arguments"]["keys"][2],
+            serde_json::json!({"type": "qcode", "data": "delete"})
+        );
+    }
 
     #[test]
     fn shutdown_event_reason_is_recorded() {

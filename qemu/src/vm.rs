@@ -160,6 +160,7 @@ pub struct Vm {
     console: Arc<Console>,
     stderr: Arc<Mutex<String>>,
     qmp: Arc<Mutex<QmpReport>>,
+    qmp_commands: qmp::QmpCommands,
     threads: Vec<JoinHandle<()>>,
     started: Instant,
     command_line: String,
@@ -205,7 +206,7 @@ impl Vm {
         if let Some(err) = spawned.stderr {
             threads.push(spawn_stderr_reader(err, stderr.clone())?);
         }
-        let (qmp, qmp_thread) =
+        let (qmp, qmp_commands, qmp_thread) =
             qmp::spawn_listener(prepared.qmp_socket.clone(), spawned.process.exit_watch());
         threads.extend(qmp_thread);
         Ok(Vm {
@@ -215,6 +216,7 @@ impl Vm {
             console,
             stderr,
             qmp,
+            qmp_commands,
             threads,
             started,
             command_line: command_line(&cfg.qemu_binary, &qemu_args),
@@ -223,6 +225,13 @@ impl Vm {
             shell_ready: AtomicBool::new(false),
             _runtime_dir: runtime_dir,
         })
+    }
+
+    /// Presses keys together on the guest's keyboard, e.g. `["ctrl", "alt", "delete"]`.
+    pub fn send_keys(&self, keys: &[&str]) -> Result<(), VmError> {
+        self.qmp_commands
+            .execute(&qmp::send_key_command(keys))
+            .map_err(|e| VmError::io("sending keys over QMP", e))
     }
 
     /// Waits for the first console line after the previous match that contains `needle`
@@ -493,7 +502,8 @@ pub fn run_on_terminal(cfg: &VmConfig, timeout: Option<Duration>) -> Result<VmEx
     let started = Instant::now();
     let spawned = process::spawn(cmd).map_err(|e| spawn_error(&cfg.qemu_binary, e))?;
     let qemu = spawned.process;
-    let (qmp, qmp_thread) = qmp::spawn_listener(prepared.qmp_socket.clone(), qemu.exit_watch());
+    let (qmp, _commands, qmp_thread) =
+        qmp::spawn_listener(prepared.qmp_socket.clone(), qemu.exit_watch());
     let status = match timeout {
         Some(t) => match qemu.wait(t) {
             Some(s) => s,

@@ -211,3 +211,67 @@ fn compressed_modules_load_by_name_and_through_the_kernels_modprobe_requests() {
         missing.output
     );
 }
+
+#[test]
+fn ctrl_alt_del_is_an_orderly_reboot() {
+    let mut vm = boot(&test_image(), BootMode::Kernel, "ctrl-alt-del", &[]);
+    wait_ready(&vm, BootMode::Kernel);
+    // Give the QMP connection a moment after boot; then press the keys.
+    vm.send_keys(&["ctrl", "alt", "delete"]).unwrap();
+    let exit = vm.wait_exit(Duration::from_secs(60)).unwrap();
+    assert_eq!(exit.reason, tessera_qemu::ExitReason::Reboot, "{exit:?}");
+    let console = vm.console();
+    assert!(
+        console.contains("shutdown requested by signal mode=reboot signal=SIGINT"),
+        "{console}"
+    );
+    assert!(
+        console.contains("TESSERA-SHUTDOWN mode=reboot"),
+        "{console}"
+    );
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("stopping service") && l.contains("service=chain-top")),
+        "{console}"
+    );
+}
+
+#[test]
+fn signals_to_pid1_are_orderly_poweroff_halt_and_reboot() {
+    use tessera_qemu::ExitReason;
+    let cases = [
+        ("kill -PWR 1", "SIGPWR", "poweroff", ExitReason::PowerOff),
+        (
+            "busybox poweroff",
+            "SIGUSR2",
+            "poweroff",
+            ExitReason::PowerOff,
+        ),
+        ("busybox halt", "SIGUSR1", "halt", ExitReason::Halt),
+        ("busybox reboot", "SIGTERM", "reboot", ExitReason::Reboot),
+    ];
+    for (command, signal, mode, reason) in cases {
+        let mut vm = boot(
+            &default_image(),
+            BootMode::Kernel,
+            &format!("signal-{signal}"),
+            &[],
+        );
+        wait_ready(&vm, BootMode::Kernel);
+        vm.send_line(command).unwrap();
+        let exit = vm.wait_exit(Duration::from_secs(60)).unwrap();
+        let console = vm.console();
+        assert_eq!(exit.reason, reason, "{command}: {exit:?}\n{console}");
+        assert!(
+            console.contains(&format!(
+                "shutdown requested by signal mode={mode} signal={signal}"
+            )),
+            "{command}:\n{console}"
+        );
+        assert!(
+            console.contains(&format!("TESSERA-SHUTDOWN mode={mode}")),
+            "{command}:\n{console}"
+        );
+    }
+}

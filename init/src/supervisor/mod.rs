@@ -294,12 +294,11 @@ impl Supervisor {
     }
 
     fn signal_shutdown(&mut self, signal: &str, mode: ShutdownMode) {
-        self.hub.push(
+        self.begin_shutdown(
+            mode,
             LogEvent::new("init", Level::Info, "shutdown requested by signal")
-                .field("signal", signal)
-                .field("mode", mode.as_str()),
+                .field("signal", signal),
         );
-        self.begin_shutdown(mode);
     }
 
     /// Collects every exited child. Unknown pids are orphans re-parented to us.
@@ -723,14 +722,15 @@ impl Supervisor {
         }
     }
 
-    fn begin_shutdown(&mut self, mode: ShutdownMode) {
+    /// Starts an orderly shutdown; `request` says who asked (logged, with the mode).
+    fn begin_shutdown(&mut self, mode: ShutdownMode, request: LogEvent) {
         if self.shutdown.is_some() {
             return;
         }
         self.shutdown = Some(mode);
+        // The console shows the whole shutdown, as it showed the boot.
         self.hub.set_verbose_console(true);
-        self.hub
-            .push(LogEvent::new("init", Level::Info, "shutting down").field("mode", mode.as_str()));
+        self.hub.push(request.field("mode", mode.as_str()));
         self.advance_shutdown();
     }
 
@@ -765,12 +765,11 @@ impl Supervisor {
         match request {
             Request::Status => Reply::Status(self.status()),
             Request::Shutdown { mode } => {
-                self.hub.push(
+                self.begin_shutdown(
+                    mode,
                     LogEvent::new("init", Level::Info, "shutdown requested")
-                        .field("mode", mode.as_str())
                         .field("by", "control socket"),
                 );
-                self.begin_shutdown(mode);
                 Reply::Done {
                     message: format!("{} in progress", mode.as_str()),
                 }
