@@ -38,7 +38,7 @@ e2e: image
 # Main job: build, boot a node in QEMU, show what runs on it, power it off, summarise.
 demo: image
 	$(BIN) vm run --boot kernel --timeout 5m \
-	  --script "tessera status" --script "tessera logs -n 25" --script "ps" --script "tessera poweroff"
+	  --script "tessera status" --script "tessera logs -n 25" --script "ps | grep -v '\\['" --script "tessera poweroff"
 
 # Same image, console handed to you (Ctrl-A X leaves QEMU).
 console: image

@@ -374,13 +374,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImageError> {
     };
     put("pxe/vmlinuz", &vmlinuz, kernel_origin)?;
     put("pxe/initramfs.img", &initrd, Origin::Generated)?;
-    if !opts.floor {
-        put(
-            "pxe/boot.ipxe",
-            boot_ipxe(&opts.cmdline).as_bytes(),
-            Origin::Generated,
-        )?;
-    }
+    // The floor gets boot.ipxe too, so that it can be measured by PXE as well.
+    put(
+        "pxe/boot.ipxe",
+        boot_ipxe(&opts.cmdline).as_bytes(),
+        Origin::Generated,
+    )?;
     progress.step(
         "pxe",
         format!(

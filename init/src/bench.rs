@@ -58,21 +58,24 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
     build_floor(&args.floor)?;
     let mut floor = Vec::new();
+    let mut floor_pxe = Vec::new();
     let mut kernel = Vec::new();
     let mut pxe = Vec::new();
     for run in 1..=args.runs {
         // Interleaved, so that drift on the machine hits every kind alike.
         eprintln!("[bench] run {run}/{}: floor", args.runs);
-        floor.push(floor_boot(&args.floor)?);
+        floor.push(floor_boot(&args.floor, BootMode::Kernel)?);
         eprintln!("[bench] run {run}/{}: tessera, direct kernel", args.runs);
         kernel.push(node_boot(&args.image, BootMode::Kernel)?);
         if !args.no_pxe {
+            eprintln!("[bench] run {run}/{}: floor, PXE", args.runs);
+            floor_pxe.push(floor_boot(&args.floor, BootMode::Pxe)?);
             eprintln!("[bench] run {run}/{}: tessera, PXE", args.runs);
             pxe.push(node_boot(&args.image, BootMode::Pxe)?);
         }
     }
     let sizes = Sizes::read(&args.image)?;
-    print_report(args.runs, &floor, &kernel, &pxe, &sizes);
+    print_report(args.runs, [&floor, &floor_pxe], &kernel, &pxe, &sizes);
     Ok(())
 }
 
@@ -99,8 +102,8 @@ fn start(image: &Path, mode: BootMode, name: &str) -> anyhow::Result<Vm> {
     Ok(Vm::start(&cfg)?)
 }
 
-fn floor_boot(dir: &Path) -> anyhow::Result<u64> {
-    let mut vm = start(dir, BootMode::Kernel, "bench-floor")?;
+fn floor_boot(dir: &Path, mode: BootMode) -> anyhow::Result<u64> {
+    let mut vm = start(dir, mode, &format!("bench-floor-{}", mode.as_str()))?;
     let line = vm.wait_for("FLOOR-INIT uptime=", BOOT_TIMEOUT)?;
     let secs: f64 = line
         .split("uptime=")
@@ -191,15 +194,28 @@ fn mb(bytes: u64) -> String {
     format!("{:.2} MB", bytes as f64 / 1_000_000.0)
 }
 
-fn print_report(runs: usize, floor: &[u64], kernel: &[NodeBoot], pxe: &[NodeBoot], sizes: &Sizes) {
-    let floor_ms = median(&mut floor.to_vec());
+fn print_report(
+    runs: usize,
+    floors: [&[u64]; 2],
+    kernel: &[NodeBoot],
+    pxe: &[NodeBoot],
+    sizes: &Sizes,
+) {
+    let floor_ms = median(&mut floors[0].to_vec());
+    let floor_pxe_ms = median(&mut floors[1].to_vec());
     println!();
     println!("Boot benchmark: medians of {runs} boots each, QEMU TCG (same run, same kernel)");
     println!();
-    println!("| boot | PID 1 start (uptime) | TESSERA-READY (uptime) | userspace_ms | ready / floor | PID 1 RSS | wall to ready |");
+    println!("| boot | PID 1 start (uptime) | TESSERA-READY (uptime) | userspace_ms | ready / floor (same boot mode) | PID 1 RSS | wall to ready |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     println!("| busybox floor, direct kernel | {floor_ms} ms | — | — | 1.00 | — | — |");
-    for (name, boots) in [("tessera, direct kernel", kernel), ("tessera, PXE", pxe)] {
+    if !floors[1].is_empty() {
+        println!("| busybox floor, PXE | {floor_pxe_ms} ms | — | — | 1.00 | — | — |");
+    }
+    for (name, boots, floor) in [
+        ("tessera, direct kernel", kernel, floor_ms),
+        ("tessera, PXE", pxe, floor_pxe_ms),
+    ] {
         if boots.is_empty() {
             continue;
         }
@@ -208,7 +224,7 @@ fn print_report(runs: usize, floor: &[u64], kernel: &[NodeBoot], pxe: &[NodeBoot
             "| {name} | {} ms | {ready} ms | {} ms | {:.2} | {} KiB | {:.1} s |",
             med(boots, |b| b.init_uptime_ms),
             med(boots, |b| b.userspace_ms),
-            ready as f64 / floor_ms.max(1) as f64,
+            ready as f64 / floor.max(1) as f64,
             med(boots, |b| b.rss_kib),
             med(boots, |b| b.wall_ms) as f64 / 1000.0
         );
@@ -225,7 +241,7 @@ fn print_report(runs: usize, floor: &[u64], kernel: &[NodeBoot], pxe: &[NodeBoot
     println!("| disk.qcow2 | {} |", mb(sizes.disk));
     println!();
     println!(
-        "BOOT-BENCH runs={runs} floor_ms={floor_ms} kernel_init_ms={} kernel_ready_ms={} kernel_userspace_ms={} pxe_ready_ms={} pxe_userspace_ms={} pid1_rss_kib={} initramfs_bytes={} initramfs_uncompressed_bytes={} vmlinuz_bytes={} disk_bytes={}",
+        "BOOT-BENCH runs={runs} floor_ms={floor_ms} floor_pxe_ms={floor_pxe_ms} kernel_init_ms={} kernel_ready_ms={} kernel_userspace_ms={} pxe_ready_ms={} pxe_userspace_ms={} pid1_rss_kib={} initramfs_bytes={} initramfs_uncompressed_bytes={} vmlinuz_bytes={} disk_bytes={}",
         med(kernel, |b| b.init_uptime_ms),
         med(kernel, |b| b.ready_uptime_ms),
         med(kernel, |b| b.userspace_ms),
