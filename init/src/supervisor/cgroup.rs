@@ -38,22 +38,22 @@ impl Cgroups {
     /// join. Limits that were there before and are no longer wanted are reset to "max".
     pub fn prepare(&self, service: &str, limits: &Limits) -> std::io::Result<File> {
         let dir = self.dir(service);
-        match std::fs::create_dir(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        for (file, value) in [
-            ("memory.max", "max"),
-            ("pids.max", "max"),
-            ("cpu.max", "max"),
-        ] {
+        let fresh = match std::fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        for file in ["memory.max", "pids.max", "cpu.max"] {
             let wanted = limits
                 .files()
                 .into_iter()
                 .find(|(f, _)| *f == file)
-                .map(|(_, v)| v.to_string());
-            if wanted.is_some() || dir.join(file).exists() {
-                write_control(&dir.join(file), wanted.as_deref().unwrap_or(value))?;
+                .map(|(_, v)| v);
+            match wanted {
+                Some(v) => write_control(&dir.join(file), v)?,
+                // A new cgroup starts unlimited; a reused one may hold an old limit.
+                None if !fresh && dir.join(file).exists() => write_control(&dir.join(file), "max")?,
+                None => {}
             }
         }
         OpenOptions::new()
