@@ -69,7 +69,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub lock: Option<PathBuf>,
     /// Build the busybox floor (same kernel, /init prints FLOOR-INIT and powers off) instead:
-    /// only pxe/vmlinuz and pxe/initramfs.img.
+    /// only the PXE set (pxe/vmlinuz, initramfs.img, boot.ipxe).
     #[arg(long)]
     pub floor: bool,
     /// Skip uki.efi and disk.qcow2 (quick test images).

@@ -316,7 +316,7 @@ fn cached_deb_is_reused_without_download() {
 }
 
 #[test]
-fn floor_build_has_only_vmlinuz_and_a_script_init() {
+fn floor_build_has_only_the_pxe_set_and_a_script_init() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("floor");
     let mut o = BuildOptions::new(repo());
@@ -325,7 +325,8 @@ fn floor_build_has_only_vmlinuz_and_a_script_init() {
     let r = tessera_image::build(&o).unwrap();
     let mut files: Vec<String> = walk(&out);
     files.sort();
-    assert_eq!(files, ["pxe/initramfs.img", "pxe/vmlinuz"]);
+    // No UKI or disk: the floor is booted by kernel and by PXE only.
+    assert_eq!(files, ["pxe/boot.ipxe", "pxe/initramfs.img", "pxe/vmlinuz"]);
     let e = initramfs_entries(&out.join("pxe/initramfs.img"));
     let init = String::from_utf8(e["init"].data.clone()).unwrap();
     assert!(
