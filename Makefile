@@ -36,11 +36,15 @@ e2e: image
 	cargo test --locked -p tessera-e2e -- --test-threads=2
 
 # Main job: build, boot a node in QEMU, show what runs on it, power it off, summarise.
+# `make demo CONSOLE=1` (or `make console`) leaves you on the node's console instead.
 demo: image
+ifeq ($(CONSOLE),1)
+	$(BIN) vm run --boot kernel --interactive
+else
 	$(BIN) vm run --boot kernel --timeout 5m \
 	  --script "tessera status" --script "tessera logs -n 25" --script "ps | grep -v '\\['" --script "tessera poweroff"
+endif
 
-# Same image, console handed to you (Ctrl-A X leaves QEMU).
 console: image
 	$(BIN) vm run --boot kernel --interactive
 
