@@ -42,7 +42,7 @@ ifeq ($(CONSOLE),1)
 	$(BIN) vm run --boot kernel --interactive
 else
 	$(BIN) vm run --boot kernel --timeout 5m \
-	  --script "tessera status" --script "tessera logs -n 25" --script "ps | grep -v '\\['" --script "tessera poweroff"
+	  --script "tessera status" --script "tessera logs init" --script "ps | grep -v '\\['" --script "tessera poweroff"
 endif
 
 console: image

@@ -131,7 +131,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    // As /sbin/modprobe (the kernel's request_module helper): `modprobe -q -- NAME`.
+    // As /sbin/modprobe (the kernel's request_module helper): `modprobe -q -- NAME`. The
+    // kernel waits for it, so its usual form skips building the CLI.
+    if argv0 == "modprobe" {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if let [q, dashes, name] = args.as_slice() {
+            if q == "-q" && dashes == "--" {
+                return match cli::modprobe(true, name, &[]) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE,
+                };
+            }
+        }
+    }
     let cli = if argv0 == "modprobe" {
         Cli::parse_from(
             std::iter::once("tessera".into())
