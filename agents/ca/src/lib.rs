@@ -1,0 +1,1 @@
+//! The cluster CA service (`tessera ca …`); see agents/README.md.

@@ -1,0 +1,1 @@
+//! Node configuration ("user-data") acquisition and validation; see agents/README.md.
