@@ -4,3 +4,8 @@
 //!
 //! This crate holds no state and never talks to the network; the CA service and the
 //! certificate manager do, using it.
+
+pub mod keyring;
+pub mod keys;
+pub mod profile;
+pub mod tls;
