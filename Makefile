@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 TARGET := x86_64-unknown-linux-musl
 BIN := out/bin/tessera
+NODE_BIN := out/bin/tessera-node
 export CC_x86_64_unknown_linux_musl := musl-gcc
 export CARGO_TERM_COLOR := never
 
@@ -14,13 +15,16 @@ all: image
 deps:
 	@scripts/install-deps.sh
 
-# The static multi-call binary; the same file runs on the host and as /init in the image.
+# The static multi-call binary, twice: the host build (every role) and the node build that
+# goes into the image (no image builder, VM runner or benchmarks: a smaller initramfs).
 build: deps
 	cargo build --release --locked --target $(TARGET) -p tessera-init
 	@install -D -m 0755 target/$(TARGET)/release/tessera $(BIN)
+	cargo build --release --locked --target $(TARGET) -p tessera-init --no-default-features --target-dir target/node
+	@install -D -m 0755 target/node/$(TARGET)/release/tessera $(NODE_BIN)
 
 image: build
-	$(BIN) image build --out out --tessera-bin $(BIN)
+	$(BIN) image build --out out --tessera-bin $(NODE_BIN)
 
 # Whole suite: lints, unit and host tests, then end-to-end boots in QEMU.
 test: image lint unit e2e

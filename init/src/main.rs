@@ -8,6 +8,7 @@ use tessera_common::control::{ServiceAction, ShutdownMode};
 use tessera_common::paths;
 use tessera_init::{cli, klog, pid1};
 
+#[cfg(feature = "host")]
 mod bench;
 
 #[derive(Parser)]
@@ -89,12 +90,15 @@ enum Command {
     Halt,
     /// Build the node image, or re-pin its Debian packages.
     #[command(subcommand)]
+    #[cfg(feature = "host")]
     Image(tessera_image::ImageCommand),
     /// Boot the image in QEMU (kernel, PXE or UEFI disk).
     #[command(subcommand)]
+    #[cfg(feature = "host")]
     Vm(tessera_qemu::VmCommand),
     /// Benchmarks.
     #[command(subcommand)]
+    #[cfg(feature = "host")]
     Bench(bench::BenchCommand),
     /// Service: forward the kernel log (/dev/kmsg) as structured events.
     #[command(hide = true)]
@@ -210,8 +214,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reboot => cli::shutdown(&socket, ShutdownMode::Reboot)?,
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
+        #[cfg(feature = "host")]
         Command::Image(cmd) => tessera_image::run(cmd)?,
+        #[cfg(feature = "host")]
         Command::Vm(cmd) => return tessera_qemu::run(cmd),
+        #[cfg(feature = "host")]
         Command::Bench(cmd) => bench::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -14,9 +14,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The static binary `make image` leaves at out/bin/tessera.
+/// The static host binary `make image` leaves at out/bin/tessera.
 pub fn tessera_bin() -> PathBuf {
-    let bin = repo_root().join("out/bin/tessera");
+    built("out/bin/tessera")
+}
+
+/// The node build of the binary (what the image contains), out/bin/tessera-node.
+pub fn tessera_node_bin() -> PathBuf {
+    built("out/bin/tessera-node")
+}
+
+fn built(rel: &str) -> PathBuf {
+    let bin = repo_root().join(rel);
     assert!(
         bin.exists(),
         "{} is missing: run `make image` (or `make test`, which does) first",
@@ -47,7 +56,7 @@ pub fn test_image() -> PathBuf {
                 .args(["image", "build", "--out"])
                 .arg(&out)
                 .arg("--tessera-bin")
-                .arg(tessera_bin())
+                .arg(tessera_node_bin())
                 .arg("--extra-services")
                 .arg(root.join("tests/services"))
                 .status()

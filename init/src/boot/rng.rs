@@ -36,8 +36,10 @@ pub fn seed(hub: &LogHub) -> Result<(), String> {
 
     let mut probe = [0u8; 1];
     match nix::errno::Errno::result(
-        // SAFETY: getrandom into a 1-byte stack buffer we own.
-        unsafe { libc::getrandom(probe.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) },
+        // The raw syscall, not libc's getrandom(): std declares that symbol weak, and in a
+        // static musl link where nothing else needs it, it resolves to address 0.
+        // SAFETY: getrandom(2) into a 1-byte stack buffer we own.
+        unsafe { libc::syscall(libc::SYS_getrandom, probe.as_mut_ptr(), 1usize, libc::GRND_NONBLOCK) },
     ) {
         Ok(_) => hub.push(LogEvent::new("init", Level::Info, "kernel RNG ready")),
         Err(nix::errno::Errno::EAGAIN) => hub.push(LogEvent::new("init", Level::Warn, "kernel RNG not initialised yet; reads of /dev/random will block until it is").field("fix", "give the VM a virtio-rng device (-device virtio-rng-pci) or boot on a CPU with RDRAND")),
