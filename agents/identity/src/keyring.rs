@@ -340,7 +340,12 @@ impl Keyring {
     }
 
     /// Adds (or, for types that support update, updates) a key and links it here.
-    pub fn add(&self, key_type: &str, description: &str, payload: &[u8]) -> Result<Key, KeyringError> {
+    pub fn add(
+        &self,
+        key_type: &str,
+        description: &str,
+        payload: &[u8],
+    ) -> Result<Key, KeyringError> {
         let key_type = cstring("key type", key_type)?;
         let description = cstring("key description", description)?;
         // SAFETY: both strings are NUL-terminated and outlive the call; the payload pointer
@@ -535,13 +540,29 @@ impl Key {
 
     /// `KEYCTL_PKEY_DECRYPT`: the private-key operation on `input`; with `enc=raw` on an RSA
     /// key that is `input^d mod n`. Returns the number of bytes written to `output`.
-    pub fn pkey_decrypt(&self, info: &str, input: &[u8], output: &mut [u8]) -> Result<usize, KeyringError> {
-        self.pkey_op(KEYCTL_PKEY_DECRYPT, "KEYCTL_PKEY_DECRYPT", info, input, output)
+    pub fn pkey_decrypt(
+        &self,
+        info: &str,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, KeyringError> {
+        self.pkey_op(
+            KEYCTL_PKEY_DECRYPT,
+            "KEYCTL_PKEY_DECRYPT",
+            info,
+            input,
+            output,
+        )
     }
 
     /// `KEYCTL_PKEY_SIGN`. The kernel pads and hashes as `info` says (`enc=pkcs1 hash=sha256`);
     /// Debian's 6.1 refuses `enc=raw` here, which is why `keys` signs through `pkey_decrypt`.
-    pub fn pkey_sign(&self, info: &str, input: &[u8], output: &mut [u8]) -> Result<usize, KeyringError> {
+    pub fn pkey_sign(
+        &self,
+        info: &str,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, KeyringError> {
         self.pkey_op(KEYCTL_PKEY_SIGN, "KEYCTL_PKEY_SIGN", info, input, output)
     }
 
@@ -554,7 +575,8 @@ impl Key {
         output: &mut [u8],
     ) -> Result<usize, KeyringError> {
         let info = cstring("keyctl info string", info)?;
-        let len = |n: usize| u32::try_from(n).map_err(|_| KeyringError::TooLarge { op, requested: n });
+        let len =
+            |n: usize| u32::try_from(n).map_err(|_| KeyringError::TooLarge { op, requested: n });
         let params = PkeyParams {
             key_id: self.serial,
             in_len: len(input.len())?,
@@ -619,9 +641,15 @@ mod tests {
     #[test]
     fn user_key_add_describe_read_search_invalidate() {
         let ring = Scratch::new("tessera-test-keyring-basic");
-        let key = ring.0.add("user", "tessera-test:basic", b"payload").unwrap();
+        let key = ring
+            .0
+            .add("user", "tessera-test:basic", b"payload")
+            .unwrap();
         let d = key.describe().unwrap();
-        assert_eq!((d.key_type.as_str(), d.description.as_str()), ("user", "tessera-test:basic"));
+        assert_eq!(
+            (d.key_type.as_str(), d.description.as_str()),
+            ("user", "tessera-test:basic")
+        );
         let mut buf = [0u8; 16];
         let n = key.read_into(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"payload");
@@ -639,7 +667,10 @@ mod tests {
     fn logon_keys_cannot_be_read_back() {
         let ring = Scratch::new("tessera-test-keyring-logon");
         // logon descriptions need a "service:" prefix.
-        let key = ring.0.add("logon", "tessera:logon-test", b"secret").unwrap();
+        let key = ring
+            .0
+            .add("logon", "tessera:logon-test", b"secret")
+            .unwrap();
         let mut buf = [0u8; 16];
         let err = key.read_into(&mut buf).unwrap_err();
         assert_eq!(err.errno(), Some(libc::EOPNOTSUPP), "{err}");

@@ -12,7 +12,9 @@ pub mod graph;
 pub mod logs;
 pub mod manifest;
 pub mod notify;
+mod operator;
 pub mod restart;
+mod shutdown;
 pub mod spawn;
 mod status;
 
@@ -28,7 +30,7 @@ use restart::{Decision, RestartTracker};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_common::control::{Reply, Request, ServiceAction, ServiceState, ShutdownMode};
+use tessera_common::control::{Reply, Request, ServiceState, ShutdownMode};
 use tessera_common::log::{Level, LogEvent, Stream};
 use tessera_common::paths;
 use tokio::signal::unix::{signal, SignalKind};
@@ -720,112 +722,5 @@ impl Supervisor {
             }
             _ => {}
         }
-    }
-
-    /// Starts an orderly shutdown; `request` says who asked (logged, with the mode).
-    fn begin_shutdown(&mut self, mode: ShutdownMode, request: LogEvent) {
-        if self.shutdown.is_some() {
-            return;
-        }
-        self.shutdown = Some(mode);
-        // The console shows the whole shutdown, as it showed the boot.
-        self.hub.set_verbose_console(true);
-        self.hub.push(request.field("mode", mode.as_str()));
-        self.advance_shutdown();
-    }
-
-    /// Stops, in parallel, every running service that nothing running is ordered after.
-    fn advance_shutdown(&mut self) {
-        for svc in self
-            .services
-            .iter_mut()
-            .filter(|s| matches!(s.state, ServiceState::Waiting | ServiceState::Backoff))
-        {
-            svc.generation += 1;
-            svc.state = ServiceState::Stopped;
-        }
-        let mut order = self.graph.start_order();
-        order.reverse();
-        for idx in order {
-            let svc = &self.services[idx];
-            if !matches!(svc.state, ServiceState::Starting | ServiceState::Ready) {
-                continue;
-            }
-            if self
-                .graph
-                .stop_before(idx)
-                .all(|j| !self.services[j].running())
-            {
-                self.stop(idx, StopIntent::Shutdown);
-            }
-        }
-    }
-
-    fn control(&mut self, request: Request) -> Reply {
-        match request {
-            Request::Status => Reply::Status(self.status()),
-            Request::Shutdown { mode } => {
-                self.begin_shutdown(
-                    mode,
-                    LogEvent::new("init", Level::Info, "shutdown requested")
-                        .field("by", "control socket"),
-                );
-                Reply::Done {
-                    message: format!("{} in progress", mode.as_str()),
-                }
-            }
-            Request::Service { action, name } => self.service_action(action, &name),
-            Request::Logs { .. } => Reply::Error {
-                error: "logs are served by the control listener".into(),
-            },
-        }
-    }
-
-    fn service_action(&mut self, action: ServiceAction, name: &str) -> Reply {
-        let Some(idx) = self.services.iter().position(|s| s.spec.name == name) else {
-            let known: Vec<&str> = self.services.iter().map(|s| s.spec.name.as_str()).collect();
-            return Reply::Error {
-                error: format!("no service named {name:?}; known: {}", known.join(", ")),
-            };
-        };
-        if self.shutdown.is_some() {
-            return Reply::Error {
-                error: "the node is shutting down".into(),
-            };
-        }
-        let svc = &mut self.services[idx];
-        let message = match action {
-            ServiceAction::Stop
-                if svc.running()
-                    || matches!(svc.state, ServiceState::Waiting | ServiceState::Backoff) =>
-            {
-                self.stop(idx, StopIntent::Manual);
-                format!("stopping {name}")
-            }
-            ServiceAction::Stop => format!("{name} is not running ({})", svc.state.as_str()),
-            ServiceAction::Start | ServiceAction::Restart
-                if matches!(
-                    svc.state,
-                    ServiceState::Stopped | ServiceState::Failed | ServiceState::Done
-                ) =>
-            {
-                svc.tracker.reset();
-                svc.generation += 1;
-                svc.state = ServiceState::Waiting;
-                svc.reason = None;
-                format!("starting {name}")
-            }
-            ServiceAction::Start => format!("{name} is already {}", svc.state.as_str()),
-            ServiceAction::Restart => {
-                self.stop(idx, StopIntent::Restart);
-                format!("restarting {name}")
-            }
-        };
-        self.hub.push(
-            LogEvent::new("init", Level::Info, "service action")
-                .field("service", name)
-                .field("action", format!("{action:?}").to_lowercase()),
-        );
-        Reply::Done { message }
     }
 }

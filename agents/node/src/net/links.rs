@@ -1,0 +1,234 @@
+//! Links, addresses and routes through rtnetlink: the few operations the network service
+//! needs, each one netlink request, each error naming the operation and the interface.
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::route::RouteProtocol;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {detail}")]
+pub struct LinkError {
+    pub operation: String,
+    pub detail: String,
+    /// The errno the kernel answered with, if it answered with one.
+    pub errno: Option<i32>,
+}
+
+impl LinkError {
+    fn new(operation: impl Into<String>, e: rtnetlink::Error) -> Self {
+        let (detail, errno) = match &e {
+            rtnetlink::Error::NetlinkError(m) => {
+                let io = m.to_io();
+                (io.to_string(), io.raw_os_error())
+            }
+            other => (other.to_string(), None),
+        };
+        LinkError {
+            operation: operation.into(),
+            detail,
+            errno,
+        }
+    }
+}
+
+/// What the service needs to know about one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: LinkKind,
+    /// The hardware address (Ethernet: 6 bytes).
+    pub mac: Vec<u8>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// The driver reports a carrier (IFLA_CARRIER, without the link-watch delay of operstate).
+    pub carrier: bool,
+    /// A virtual device (veth, bridge, …: it has an `IFLA_INFO_KIND`), not a NIC.
+    pub is_virtual: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Loopback,
+    Ethernet,
+    Other,
+}
+
+impl Link {
+    pub fn from_message(msg: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            kind: match msg.header.link_layer_type {
+                LinkLayerType::Loopback => LinkKind::Loopback,
+                LinkLayerType::Ether => LinkKind::Ethernet,
+                _ => LinkKind::Other,
+            },
+            mac: Vec::new(),
+            up: msg.header.flags.contains(LinkFlags::Up),
+            carrier: false,
+            is_virtual: false,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => link.name = name.clone(),
+                LinkAttribute::Address(mac) => link.mac = mac.clone(),
+                LinkAttribute::Carrier(c) => link.carrier = *c != 0,
+                LinkAttribute::LinkInfo(infos) => {
+                    link.is_virtual = infos.iter().any(|i| matches!(i, LinkInfo::Kind(_)))
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+
+    /// The 6-byte Ethernet address, if the link has one.
+    pub fn ethernet_address(&self) -> Option<[u8; 6]> {
+        self.mac.as_slice().try_into().ok()
+    }
+}
+
+/// The interface to configure: the one named (whatever its kind), or the Ethernet NIC with
+/// the lowest index (physical NICs before virtual devices).
+pub fn choose_interface<'a>(links: &'a [Link], wanted: Option<&str>) -> Option<&'a Link> {
+    if let Some(name) = wanted {
+        return links.iter().find(|l| l.name == name);
+    }
+    let ethernet = || links.iter().filter(|l| l.kind == LinkKind::Ethernet);
+    ethernet()
+        .filter(|l| !l.is_virtual)
+        .min_by_key(|l| l.index)
+        .or_else(|| ethernet().min_by_key(|l| l.index))
+}
+
+/// A handle on the kernel's routing netlink socket.
+#[derive(Clone)]
+pub struct Links {
+    handle: Handle,
+}
+
+impl Links {
+    /// Opens the netlink socket; its connection runs as a task of the current tokio runtime.
+    pub fn connect() -> std::io::Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Links { handle })
+    }
+
+    pub async fn list(&self) -> Result<Vec<Link>, LinkError> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(|m| Link::from_message(&m))
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::new("list links", e))
+    }
+
+    pub async fn get(&self, index: u32) -> Result<Option<Link>, LinkError> {
+        let links = self.list().await?;
+        Ok(links.into_iter().find(|l| l.index == index))
+    }
+
+    pub async fn set_up(&self, link: &Link) -> Result<(), LinkError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).up().build())
+            .execute()
+            .await
+            .map_err(|e| LinkError::new(format!("set {} up", link.name), e))
+    }
+
+    /// Adds (or refreshes) an IPv4 address with its prefix route and broadcast address.
+    pub async fn add_address(
+        &self,
+        link: &Link,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), LinkError> {
+        self.handle
+            .address()
+            .add(link.index, address.into(), prefix_len)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                LinkError::new(
+                    format!("add address {address}/{prefix_len} to {}", link.name),
+                    e,
+                )
+            })
+    }
+
+    /// Removes an IPv4 address (the kernel drops the routes through it); absent is not an
+    /// error.
+    pub async fn remove_address(
+        &self,
+        link: &Link,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), LinkError> {
+        let msg = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(link.index)
+            .address(address, prefix_len)
+            .build();
+        match self.handle.address().del(msg).execute().await {
+            Err(e) => {
+                let err = LinkError::new(
+                    format!("remove address {address}/{prefix_len} from {}", link.name),
+                    e,
+                );
+                if err.errno == Some(libc::EADDRNOTAVAIL) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Sets the IPv4 default route (replacing one that exists). `onlink`: the gateway is not
+    /// in any of the link's subnets but is reachable on it.
+    pub async fn set_default_route(
+        &self,
+        link: &Link,
+        gateway: Ipv4Addr,
+        protocol: RouteProtocol,
+        onlink: bool,
+    ) -> Result<(), LinkError> {
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(link.index)
+            .protocol(protocol);
+        if onlink {
+            route = route.onlink();
+        }
+        self.handle
+            .route()
+            .add(route.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                LinkError::new(
+                    format!("set default route via {gateway} dev {}", link.name),
+                    e,
+                )
+            })
+    }
+
+    /// Sets the link's MTU (a DHCP server's interface-MTU option).
+    pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), LinkError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(|e| LinkError::new(format!("set MTU {mtu} on {}", link.name), e))
+    }
+}
