@@ -12,6 +12,7 @@ PACKAGES=(
   binutils zstd cpio kmod                      # objcopy, inspection of images and modules
   dpkg-dev                                     # dpkg-deb to unpack the pinned packages
   openssl curl iproute2                        # checks with real clients
+  dosfstools mtools genisoimage e2fsprogs      # NoCloud volumes for the user-data tests
 )
 
 missing=()

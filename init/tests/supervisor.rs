@@ -132,7 +132,8 @@ fn permanent_restarts_after_a_clean_exit_transient_does_not() {
         ("trans.toml", "exec = \"/bin/sh\"\nargs = [\"-c\", \"sleep 0.2; exit 0\"]\nrestart = \"transient\"\n"),
     ]);
     node.wait_service("perm", secs(10.0), |s| s.restarts >= 2);
-    let t = node.wait_service("trans", secs(10.0), |s| s.state == ServiceState::Stopped);
+    // Ready, then a clean exit that is not restarted: it finished its work.
+    let t = node.wait_service("trans", secs(10.0), |s| s.state == ServiceState::Done);
     assert_eq!(t.restarts, 0);
 }
 
@@ -506,4 +507,24 @@ fn sigterm_to_the_subreaper_stops_services_in_order_and_exits() {
             "service {p} still running"
         );
     }
+}
+
+#[test]
+fn ready_then_clean_exit_is_done_and_what_requires_it_starts() {
+    // READY=1 and exit 0 arrive together: the supervisor must see the READY first.
+    let node = start(&[
+        ("setup.toml", "exec = \"/bin/sh\"\nready = \"notify\"\nrestart = \"transient\"\nargs = [\"-c\", \"tessera notify READY=1 STATUS=configured; exit 0\"]\n"),
+        ("user.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nrequires = [\"setup\"]\n"),
+    ]);
+    let line = node.wait_console("TESSERA-READY", secs(10.0));
+    assert!(
+        line.contains("services=2") && line.ends_with("failed=0"),
+        "{line}"
+    );
+    let setup = node.service("setup");
+    assert_eq!(
+        (setup.state, setup.status.as_deref()),
+        (ServiceState::Done, Some("configured"))
+    );
+    assert_eq!(node.service("user").state, ServiceState::Ready);
 }

@@ -598,23 +598,30 @@ impl Key {
     }
 }
 
+/// A keyring for one test under this process's keyring, invalidated with its keys on drop.
+#[cfg(test)]
+pub(crate) struct ScratchKeyring(pub(crate) Keyring);
+
+#[cfg(test)]
+impl ScratchKeyring {
+    pub(crate) fn new(name: &str) -> ScratchKeyring {
+        let process = Keyring::process().expect("process keyring");
+        ScratchKeyring(process.create_keyring(name).expect("scratch keyring"))
+    }
+}
+
+#[cfg(test)]
+impl Drop for ScratchKeyring {
+    fn drop(&mut self) {
+        let _ = self.0.as_key().invalidate();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A scratch keyring under this process's keyring, removed when dropped.
-    struct Scratch(Keyring);
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let ring = Keyring::process().expect("process keyring");
-            Scratch(ring.create_keyring(name).expect("scratch keyring"))
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = self.0.as_key().invalidate();
-        }
-    }
+    type Scratch = ScratchKeyring;
 
     #[test]
     fn permissions_pack_four_groups() {

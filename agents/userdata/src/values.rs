@@ -42,12 +42,14 @@ pub fn hostname(s: &str) -> Result<String, String> {
     }
     for label in s.split('.') {
         if label.is_empty() {
-            return Err(format!("bad host name {s:?}: empty label (two dots in a row or a leading dot)"));
+            return Err(format!(
+                "bad host name {s:?}: empty label (two dots in a row or a leading dot)"
+            ));
         }
         if label.len() > 63 {
             return Err(format!(
                 "bad host name: label {:?}… is {} characters long; at most 63 (RFC 1123)",
-                &label[..16],
+                label.chars().take(16).collect::<String>(),
                 label.len()
             ));
         }
@@ -55,7 +57,9 @@ pub fn hostname(s: &str) -> Result<String, String> {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
-            return Err(format!("bad host name {s:?}: {c:?} is not allowed; use letters, digits and '-' (RFC 1123)"));
+            return Err(format!(
+                "bad host name {s:?}: {c:?} is not allowed; use letters, digits and '-' (RFC 1123)"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!(
@@ -193,7 +197,7 @@ pub fn token(s: &str) -> Result<Secret, String> {
         return Err(format!("{} characters long; at most 4096", s.len()));
     }
     if s.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
-        return Err("contains a space, a quote-less line break or a non-ASCII character; copy the token exactly as `tessera ca token` printed it".into());
+        return Err("contains a space or a character that is not printable ASCII; copy the token exactly as `tessera ca token` printed it".into());
     }
     Ok(Secret(s.to_string()))
 }
@@ -223,8 +227,9 @@ pub fn authorized_key(s: &str) -> Result<String, String> {
     let Some(data) = words.next() else {
         return Err(format!("no key data after {kind:?}"));
     };
-    let blob = base64_decode(data)
-        .ok_or_else(|| format!("the {kind} key data is not valid base64 (cut short when copied?)"))?;
+    let blob = base64_decode(data).ok_or_else(|| {
+        format!("the {kind} key data is not valid base64 (cut short when copied?)")
+    })?;
     let mut reader = Wire(&blob);
     let inner = reader
         .string()
@@ -235,8 +240,19 @@ pub fn authorized_key(s: &str) -> Result<String, String> {
             String::from_utf8_lossy(inner)
         ));
     }
-    if kind == "ssh-ed25519" && (reader.string().map(<[u8]>::len) != Some(32) || !reader.0.is_empty()) {
-        return Err("the ssh-ed25519 key data is not 32 bytes of public key".into());
+    key_fields(kind, &mut reader).ok_or_else(|| {
+        format!("the {kind} key data is cut short or malformed (copied incompletely?)")
+    })?;
+    if kind == "ssh-rsa" {
+        // key_fields checked that e and n are there; count the bits of n.
+        let mut again = Wire(&blob);
+        again.string();
+        again.string();
+        let n = again.string().unwrap_or_default();
+        let bits = n.iter().skip_while(|&&b| b == 0).count() * 8;
+        if bits < 2048 {
+            return Err(format!("the ssh-rsa key has about {bits} bits; at least 2048 are needed (or use ssh-ed25519)"));
+        }
     }
     let comment: Vec<&str> = words.collect();
     let mut line = format!("{kind} {data}");
@@ -245,6 +261,43 @@ pub fn authorized_key(s: &str) -> Result<String, String> {
         line.push_str(&comment.join(" "));
     }
     Ok(line)
+}
+
+/// Reads the public key fields that follow the type name (RFC 4253, 5656, 8709, and
+/// OpenSSH's PROTOCOL.u2f); `None` unless they are all there and nothing follows.
+fn key_fields(kind: &str, r: &mut Wire) -> Option<()> {
+    let ecdsa_point = |r: &mut Wire, curve: &str| -> Option<()> {
+        let len = match curve {
+            "nistp256" => 65,
+            "nistp384" => 97,
+            "nistp521" => 133,
+            _ => return None,
+        };
+        let point = r.string()?;
+        (point.len() == len && point[0] == 4).then_some(())
+    };
+    match kind {
+        "ssh-ed25519" => (r.string()?.len() == 32).then_some(())?,
+        "ssh-rsa" => {
+            r.string()?; // e
+            r.string()?; // n
+        }
+        "sk-ssh-ed25519@openssh.com" => {
+            (r.string()?.len() == 32).then_some(())?;
+            r.string()?; // application
+        }
+        "sk-ecdsa-sha2-nistp256@openssh.com" => {
+            (r.string()? == b"nistp256").then_some(())?;
+            ecdsa_point(r, "nistp256")?;
+            r.string()?; // application
+        }
+        ecdsa => {
+            let curve = ecdsa.strip_prefix("ecdsa-sha2-")?;
+            (r.string()? == curve.as_bytes()).then_some(())?;
+            ecdsa_point(r, curve)?;
+        }
+    }
+    r.0.is_empty().then_some(())
 }
 
 /// SSH wire format reader: uint32 length-prefixed strings.
@@ -272,7 +325,7 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
         } as u32)
     }
     let b = s.as_bytes();
-    if b.is_empty() || b.len() % 4 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(b.len() / 4 * 3);
@@ -340,6 +393,12 @@ pub struct Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -441,7 +500,9 @@ mod tests {
         assert_eq!(hostname("Node1.Example").unwrap(), "node1.example");
         assert_eq!(hostname("n1").unwrap(), "n1");
         assert!(hostname("1node.example").is_ok());
-        for bad in ["", "a..b", "-a.b", "a-.b", "a_b", "a.b.", "10.0.0.1", "a.123", "ä.b"] {
+        for bad in [
+            "", "a..b", "-a.b", "a-.b", "a_b", "a.b.", "10.0.0.1", "a.123", "ä.b",
+        ] {
             assert!(hostname(bad).is_err(), "{bad}");
         }
         assert!(hostname(&"a".repeat(64)).is_err());
@@ -494,7 +555,10 @@ mod tests {
             host_port("Node2.example:7946").unwrap(),
             ("node2.example".into(), Some(7946))
         );
-        assert_eq!(host_port("[fd00::1]:80").unwrap(), ("fd00::1".into(), Some(80)));
+        assert_eq!(
+            host_port("[fd00::1]:80").unwrap(),
+            ("fd00::1".into(), Some(80))
+        );
         assert!(host_port("node:0").is_err());
         assert!(host_port("node:http").is_err());
         assert!(host_port(":80").is_err());
@@ -503,6 +567,9 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         let s = Secret::new("abc");
-        assert_eq!(format!("{s:?} {s}"), "<redacted, 3 characters> <redacted, 3 characters>");
+        assert_eq!(
+            format!("{s:?} {s}"),
+            "<redacted, 3 characters> <redacted, 3 characters>"
+        );
     }
 }

@@ -103,7 +103,7 @@ struct Service {
     status_text: Option<String>,
     reason: Option<String>,
     stop_intent: Option<StopIntent>,
-    notify_socket: Option<PathBuf>,
+    notify_socket: Option<notify::NotifySocket>,
 }
 
 impl Service {
@@ -335,6 +335,15 @@ impl Supervisor {
         };
         // Whatever the main process left in its group goes with it.
         let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+        // Messages it sent before exiting come first (READY=1 then exit 0 is a normal end).
+        let pending = self.services[idx]
+            .notify_socket
+            .as_ref()
+            .map(|n| n.drain())
+            .unwrap_or_default();
+        for pairs in pending {
+            self.notified(idx, pairs);
+        }
         let svc = &mut self.services[idx];
         svc.pid = None;
         svc.generation += 1;
@@ -382,10 +391,11 @@ impl Supervisor {
         let svc = &mut self.services[idx];
         let name = svc.spec.name.clone();
         if self.shutdown.is_some() || !restart::wants_restart(svc.spec.restart, normal) {
-            svc.state = if normal {
-                ServiceState::Stopped
-            } else {
-                ServiceState::Failed
+            svc.state = match (normal, svc.state) {
+                // It was ready and finished its work: what requires it may still start.
+                (true, ServiceState::Ready) => ServiceState::Done,
+                (true, _) => ServiceState::Stopped,
+                (false, _) => ServiceState::Failed,
             };
             svc.reason = Some(how);
             return;
@@ -616,7 +626,7 @@ impl Supervisor {
         let name = svc.spec.name.clone();
         if svc.spec.ready == Readiness::Notify && svc.notify_socket.is_none() {
             match notify::listen(&notify_dir, &name, idx, events) {
-                Ok(path) => svc.notify_socket = Some(path),
+                Ok(socket) => svc.notify_socket = Some(socket),
                 Err(e) => {
                     return self.start_failed(
                         idx,
@@ -643,7 +653,7 @@ impl Supervisor {
         let svc = &self.services[idx];
         let launch = spawn::Launch {
             spec: &svc.spec,
-            notify_socket: svc.notify_socket.as_deref(),
+            notify_socket: svc.notify_socket.as_ref().map(|n| n.path.as_path()),
             cgroup_procs: cgroup_procs.as_ref(),
             path: &self.opts.service_path,
         };

@@ -10,8 +10,8 @@ const HASH_LEN: usize = 32;
 
 /// DER of DigestInfo { sha256, NULL } without the 32 hash bytes (RFC 8017 §9.2 note 1).
 const SHA256_DIGEST_INFO: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-    0x05, 0x00, 0x04, 0x20,
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
 ];
 
 /// Why a message could not be encoded for this modulus.
@@ -24,8 +24,15 @@ pub struct EncodingError {
 
 /// EMSA-PSS-ENCODE(M, emBits = modBits - 1) with salt length = hash length, left-padded
 /// with zero bytes to the modulus length.
-pub fn pss_sha256(msg: &[u8], mod_bits: usize, salt: &[u8; HASH_LEN]) -> Result<Vec<u8>, EncodingError> {
-    let too_small = EncodingError { scheme: "RSASSA-PSS", mod_bits };
+pub fn pss_sha256(
+    msg: &[u8],
+    mod_bits: usize,
+    salt: &[u8; HASH_LEN],
+) -> Result<Vec<u8>, EncodingError> {
+    let too_small = EncodingError {
+        scheme: "RSASSA-PSS",
+        mod_bits,
+    };
     let em_bits = mod_bits.checked_sub(1).ok_or(too_small.clone())?;
     let em_len = em_bits.div_ceil(8);
     let k = mod_bits.div_ceil(8);
@@ -65,7 +72,10 @@ pub fn pkcs1_sha256(msg: &[u8], mod_bits: usize) -> Result<Vec<u8>, EncodingErro
     let t_len = SHA256_DIGEST_INFO.len() + HASH_LEN;
     // Step 3: emLen < tLen + 11 is an encoding error (at least 8 bytes of 0xff).
     if k < t_len + 11 {
-        return Err(EncodingError { scheme: "RSASSA-PKCS1-v1_5", mod_bits });
+        return Err(EncodingError {
+            scheme: "RSASSA-PKCS1-v1_5",
+            mod_bits,
+        });
     }
     let mut out = Vec::with_capacity(k);
     out.extend_from_slice(&[0x00, 0x01]);
@@ -94,10 +104,12 @@ fn mgf1_sha256(seed: &[u8], len: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256};
+    use ring::signature::{
+        UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+    };
     use rsa::pkcs1::EncodeRsaPublicKey;
     use rsa::traits::PublicKeyParts;
-    use rsa::{BoxedUint, RsaPrivateKey};
+    use rsa::{BoxedUint, PrivateKey as RsaPrivateKey};
     use std::sync::OnceLock;
 
     /// One software RSA-2048 key for the whole module (generation is slow in debug builds).
@@ -112,15 +124,22 @@ mod tests {
     fn raw_sign(key: &RsaPrivateKey, em: &[u8]) -> Vec<u8> {
         let bits = key.n().as_ref().bits_precision();
         let m = BoxedUint::from_be_slice(em, bits).expect("em fits the modulus");
-        let s = rsa::hazmat::rsa_decrypt_and_check(key, None::<&mut crate::keys::rng::SystemRng>, &m)
-            .expect("raw private op");
+        let s =
+            rsa::hazmat::rsa_decrypt_and_check(key, None::<&mut crate::keys::rng::SystemRng>, &m)
+                .expect("raw private op");
         let bytes = s.to_be_bytes();
         bytes[bytes.len() - em.len()..].to_vec()
     }
 
-    fn verify(alg: &'static dyn ring::signature::VerificationAlgorithm, msg: &[u8], sig: &[u8]) -> bool {
+    fn verify(
+        alg: &'static dyn ring::signature::VerificationAlgorithm,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> bool {
         let public = key().to_public_key().to_pkcs1_der().expect("public der");
-        UnparsedPublicKey::new(alg, public.as_bytes()).verify(msg, sig).is_ok()
+        UnparsedPublicKey::new(alg, public.as_bytes())
+            .verify(msg, sig)
+            .is_ok()
     }
 
     #[test]
@@ -152,7 +171,10 @@ mod tests {
     fn pss_is_deterministic_for_a_fixed_salt_and_random_otherwise() {
         let salt = [7u8; 32];
         assert_eq!(pss_sha256(b"m", 2048, &salt), pss_sha256(b"m", 2048, &salt));
-        assert_ne!(pss_sha256(b"m", 2048, &salt), pss_sha256(b"m", 2048, &[8u8; 32]));
+        assert_ne!(
+            pss_sha256(b"m", 2048, &salt),
+            pss_sha256(b"m", 2048, &[8u8; 32])
+        );
     }
 
     #[test]

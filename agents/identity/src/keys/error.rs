@@ -53,7 +53,9 @@ pub enum KeyError {
     #[error("signing failed: {0}")]
     Sign(String),
 
-    #[error("the certificate does not match the key: {0}; pass the chain issued for this key's CSR")]
+    #[error(
+        "the certificate does not match the key: {0}; pass the chain issued for this key's CSR"
+    )]
     CertificateMismatch(String),
 
     #[error("the keyring is unusable: {0}")]

@@ -198,7 +198,9 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
 }
 
 pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
     u32::from(a) & mask == u32::from(b) & mask
 }
 

@@ -96,16 +96,26 @@ pub struct Offer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Waiting until `restart_at` to send a DISCOVER.
-    Init { restart_at: Instant },
+    Init {
+        restart_at: Instant,
+    },
     /// DISCOVER sent, waiting for an OFFER.
     Selecting,
     /// REQUEST for `offer` sent, waiting for ACK or NAK.
-    Requesting { offer: Offer },
-    Bound { lease: Lease },
+    Requesting {
+        offer: Offer,
+    },
+    Bound {
+        lease: Lease,
+    },
     /// Past T1: REQUEST unicast to the lease's server.
-    Renewing { lease: Lease },
+    Renewing {
+        lease: Lease,
+    },
     /// Past T2: REQUEST broadcast to any server.
-    Rebinding { lease: Lease },
+    Rebinding {
+        lease: Lease,
+    },
 }
 
 impl State {
@@ -165,7 +175,10 @@ pub enum Ignored {
     #[error("addressed to another client")]
     OtherClient,
     #[error("{kind:?} is not expected in state {state}")]
-    Unexpected { kind: MessageType, state: &'static str },
+    Unexpected {
+        kind: MessageType,
+        state: &'static str,
+    },
     #[error("{kind:?} from {server}, not from the server we are talking to ({expected})")]
     OtherServer {
         kind: MessageType,
@@ -323,7 +336,10 @@ impl Client {
                 let lease = lease_from_ack(&msg, offer.server, self.request_start)?;
                 Ok(self.bind(lease))
             }
-            (State::Renewing { lease: old } | State::Rebinding { lease: old }, MessageType::Ack) => {
+            (
+                State::Renewing { lease: old } | State::Rebinding { lease: old },
+                MessageType::Ack,
+            ) => {
                 if matches!(self.state, State::Renewing { .. }) {
                     check_server(kind, server, old.server)?;
                 }
@@ -417,11 +433,9 @@ impl Client {
     /// the requested-address nor the server-identifier option (RFC 2131 §4.3.2).
     fn send_renewal(&mut self, now: Instant) -> Vec<Action> {
         let (lease, until, to) = match &self.state {
-            State::Renewing { lease } => (
-                lease,
-                lease.rebind_at(),
-                Destination::Server(lease.server),
-            ),
+            State::Renewing { lease } => {
+                (lease, lease.rebind_at(), Destination::Server(lease.server))
+            }
             State::Rebinding { lease } => (lease, lease.expires_at(), Destination::Broadcast),
             _ => return Vec::new(),
         };
@@ -517,7 +531,13 @@ impl Client {
         if bytes[236..240] != MAGIC_COOKIE {
             return Err(Ignored::Malformed("no DHCP magic cookie".into()));
         }
-        let msg = v4::Message::from_bytes(bytes).map_err(|e| Ignored::Malformed(e.to_string()))?;
+        // dhcproto checks some option lengths with debug_assert! and subtracts from others
+        // unchecked: a panic while decoding a packet off the wire is a malformed packet.
+        let msg = match std::panic::catch_unwind(|| v4::Message::from_bytes(bytes)) {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => return Err(Ignored::Malformed(e.to_string())),
+            Err(_) => return Err(Ignored::Malformed("inconsistent option lengths".into())),
+        };
         if msg.opcode() != v4::Opcode::BootReply {
             return Err(Ignored::NotAReply(u8::from(msg.opcode())));
         }
@@ -596,8 +616,8 @@ pub fn lease_from_ack(
             })
         }
     };
-    let duration = (seconds != INFINITE_LEASE)
-        .then(|| Duration::from_secs(seconds.into()).max(MIN_LEASE));
+    let duration =
+        (seconds != INFINITE_LEASE).then(|| Duration::from_secs(seconds.into()).max(MIN_LEASE));
     let lease_len = duration.unwrap_or(Duration::MAX);
     let secs_option = |code| match opts.get(code) {
         Some(DhcpOption::Renewal(s)) | Some(DhcpOption::Rebinding(s)) => {

@@ -2,10 +2,12 @@
 //! needs, each one netlink request, each error naming the operation and the interface.
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::route::RouteProtocol;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{operation}: {detail}")]
@@ -144,24 +146,60 @@ impl Links {
     }
 
     /// Adds (or refreshes) an IPv4 address with its prefix route and broadcast address.
+    /// With a lifetime the kernel removes the address when it runs out, even if this process
+    /// is no longer there to do it (`ip addr` shows it as `valid_lft`).
     pub async fn add_address(
         &self,
         link: &Link,
         address: Ipv4Addr,
         prefix_len: u8,
+        lifetime: Option<Duration>,
     ) -> Result<(), LinkError> {
-        self.handle
+        let mut request = self
+            .handle
             .address()
             .add(link.index, address.into(), prefix_len)
-            .replace()
+            .replace();
+        if let Some(lifetime) = lifetime {
+            let secs = u32::try_from(lifetime.as_secs())
+                .unwrap_or(u32::MAX - 1)
+                .max(1);
+            let mut info = CacheInfo::default();
+            (info.ifa_preferred, info.ifa_valid) = (secs, secs);
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::CacheInfo(info));
+        }
+        request.execute().await.map_err(|e| {
+            LinkError::new(
+                format!("add address {address}/{prefix_len} to {}", link.name),
+                e,
+            )
+        })
+    }
+
+    /// The IPv4 addresses on a link, with their prefix lengths.
+    pub async fn ipv4_addresses(&self, link: &Link) -> Result<Vec<(Ipv4Addr, u8)>, LinkError> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.index)
             .execute()
+            .try_collect()
             .await
-            .map_err(|e| {
-                LinkError::new(
-                    format!("add address {address}/{prefix_len} to {}", link.name),
-                    e,
-                )
+            .map_err(|e| LinkError::new(format!("list addresses of {}", link.name), e))?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.index == link.index)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
             })
+            .collect())
     }
 
     /// Removes an IPv4 address (the kernel drops the routes through it); absent is not an

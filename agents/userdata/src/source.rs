@@ -1,0 +1,244 @@
+//! The seam between the service and where configuration comes from: one trait, several
+//! sources, tried in order.
+//!
+//! A pass asks each source in turn. The first source that has a document decides the pass:
+//! a valid one configures the node; an invalid one, or one that could not be fetched although
+//! the node was told where it is (`tessera.config=`, a CIDATA volume that will not mount), is
+//! reported and lower sources are *not* tried — a broken configuration must not be silently
+//! replaced by another source's. A source that cannot tell whether it has anything (no answer
+//! from the metadata service) does not decide: the pass goes on, and a later pass asks again.
+
+use crate::events::Events;
+use crate::schema::{Config, ConfigError};
+use serde_json::Value;
+use tessera_common::log::Level;
+
+/// A configuration found by a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub config: Config,
+    /// Where exactly it came from (`/dev/sr0 (iso9660)`, `http://…/latest/user-data`).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// A document was found and does not validate. Decides the pass.
+    #[error("invalid configuration in {document}: {error}")]
+    Invalid {
+        /// What was read: `user-data on /dev/sr0`, `kernel command line`.
+        document: String,
+        error: ConfigError,
+    },
+    /// This source holds the node's configuration but could not deliver it now. Decides the
+    /// pass; a later pass tries again.
+    #[error("{0}")]
+    Failed(String),
+    /// Could not tell whether this source has configuration. Does not decide the pass; a later
+    /// pass tries again.
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
+/// A place configuration may come from.
+pub trait Source {
+    /// Short name for events and status: `cmdline`, `nocloud`, `imds`.
+    fn name(&self) -> &str;
+    /// `Ok(None)`: this source has nothing for this node; the next one is asked.
+    fn fetch(&self, events: &Events) -> Result<Option<Fetched>, SourceError>;
+}
+
+/// How one pass over the sources ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Configured {
+        source: String,
+        fetched: Box<Fetched>,
+    },
+    /// The deciding source's document is invalid, or it could not be fetched.
+    Broken { source: String, error: SourceError },
+    /// No source has configuration. `unanswered` lists the sources that could not tell
+    /// (worth asking again later); empty means every source said no.
+    Standalone { unanswered: Vec<(String, String)> },
+}
+
+impl Outcome {
+    /// Whether a later pass could end differently.
+    pub fn worth_retrying(&self) -> bool {
+        match self {
+            Outcome::Configured { .. } => false,
+            Outcome::Broken { .. } => true,
+            Outcome::Standalone { unanswered } => !unanswered.is_empty(),
+        }
+    }
+
+    /// The `STATUS=` text for the supervisor (one line).
+    pub fn status(&self) -> String {
+        let text = match self {
+            Outcome::Configured { source, .. } => format!("config from {source}"),
+            Outcome::Broken {
+                source,
+                error: SourceError::Invalid { error, .. },
+            } => format!("bad config from {source}: {error}; retrying"),
+            Outcome::Broken { source, error } => {
+                format!("no config yet from {source}: {error}; retrying")
+            }
+            Outcome::Standalone { unanswered } if unanswered.is_empty() => {
+                "standalone (no user-data)".to_string()
+            }
+            Outcome::Standalone { unanswered } => {
+                let names: Vec<&str> = unanswered.iter().map(|(s, _)| s.as_str()).collect();
+                format!(
+                    "standalone (no user-data); {} did not answer, retrying",
+                    names.join(", ")
+                )
+            }
+        };
+        text.replace(['\n', '\r'], " ")
+    }
+}
+
+/// Asks the sources in order; see the module documentation for who decides. `quiet` (for
+/// passes after the first) logs what each source said at debug level only.
+pub fn run_pass(sources: &[Box<dyn Source + '_>], events: &Events, quiet: bool) -> Outcome {
+    let warn = if quiet { Level::Debug } else { Level::Warn };
+    let mut unanswered = Vec::new();
+    for source in sources {
+        let name = source.name().to_string();
+        events.debug("asking source", &[("source", name.clone().into())]);
+        match source.fetch(events) {
+            Ok(Some(fetched)) => {
+                return Outcome::Configured {
+                    source: name,
+                    fetched: Box::new(fetched),
+                }
+            }
+            Ok(None) => events.debug("no user-data here", &[("source", name.into())]),
+            Err(SourceError::NoAnswer(reason)) => {
+                events.emit(
+                    warn,
+                    "source did not answer",
+                    &[
+                        ("source", name.clone().into()),
+                        ("reason", reason.clone().into()),
+                    ],
+                );
+                unanswered.push((name, reason));
+            }
+            Err(error) => {
+                return Outcome::Broken {
+                    source: name,
+                    error,
+                }
+            }
+        }
+    }
+    Outcome::Standalone { unanswered }
+}
+
+/// Event fields describing a source error (the key, line and column of a validation error).
+pub fn error_fields(source: &str, error: &SourceError) -> Vec<(&'static str, Value)> {
+    let mut f: Vec<(&'static str, Value)> = vec![("source", source.into())];
+    match error {
+        SourceError::Invalid { document, error } => {
+            f.push(("document", document.clone().into()));
+            if !error.key.is_empty() {
+                f.push(("key", error.key.clone().into()));
+            }
+            if let Some((l, c)) = error.line {
+                f.push(("line", l.into()));
+                f.push(("column", c.into()));
+            }
+            if let Some(o) = &error.origin {
+                f.push(("origin", o.clone().into()));
+            }
+            f.push(("reason", error.to_string().into()));
+        }
+        SourceError::Failed(r) | SourceError::NoAnswer(r) => f.push(("reason", r.clone().into())),
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(&'static str, fn() -> Result<Option<Fetched>, SourceError>);
+    impl Source for Fixed {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn fetch(&self, _: &Events) -> Result<Option<Fetched>, SourceError> {
+            (self.1)()
+        }
+    }
+
+    fn found() -> Result<Option<Fetched>, SourceError> {
+        Ok(Some(Fetched {
+            config: Config::standalone(),
+            detail: "here".into(),
+        }))
+    }
+    fn nothing() -> Result<Option<Fetched>, SourceError> {
+        Ok(None)
+    }
+    fn silent() -> Result<Option<Fetched>, SourceError> {
+        Err(SourceError::NoAnswer("timed out".into()))
+    }
+    fn invalid() -> Result<Option<Fetched>, SourceError> {
+        Err(SourceError::Invalid {
+            document: "user-data".into(),
+            error: crate::schema::parse(b"version = 2").unwrap_err(),
+        })
+    }
+
+    fn pass(sources: Vec<Box<dyn Source>>) -> Outcome {
+        run_pass(&sources, &Events::capture().0, false)
+    }
+
+    #[test]
+    fn first_source_with_config_wins() {
+        let o = pass(vec![
+            Box::new(Fixed("a", nothing)),
+            Box::new(Fixed("b", found)),
+            Box::new(Fixed("c", || panic!("not asked"))),
+        ]);
+        assert!(matches!(&o, Outcome::Configured { source, .. } if source == "b"));
+        assert_eq!(o.status(), "config from b");
+        assert!(!o.worth_retrying());
+    }
+
+    #[test]
+    fn invalid_config_decides_and_lower_sources_are_not_asked() {
+        let o = pass(vec![
+            Box::new(Fixed("a", invalid)),
+            Box::new(Fixed("b", || panic!("not asked"))),
+        ]);
+        assert!(matches!(&o, Outcome::Broken { source, .. } if source == "a"));
+        assert!(o
+            .status()
+            .starts_with("bad config from a: version: unsupported schema version 2"));
+        assert!(o.worth_retrying());
+    }
+
+    #[test]
+    fn silent_source_does_not_decide_but_is_retried() {
+        let o = pass(vec![
+            Box::new(Fixed("imds", silent)),
+            Box::new(Fixed("z", found)),
+        ]);
+        assert!(matches!(o, Outcome::Configured { .. }));
+        let o = pass(vec![
+            Box::new(Fixed("a", nothing)),
+            Box::new(Fixed("imds", silent)),
+        ]);
+        assert_eq!(
+            o.status(),
+            "standalone (no user-data); imds did not answer, retrying"
+        );
+        assert!(o.worth_retrying());
+        let o = pass(vec![Box::new(Fixed("a", nothing))]);
+        assert_eq!(o.status(), "standalone (no user-data)");
+        assert!(!o.worth_retrying());
+    }
+}
