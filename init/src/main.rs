@@ -10,6 +10,7 @@ use tessera_init::{cli, klog, pid1};
 
 #[cfg(feature = "host")]
 mod bench;
+mod identity_cli;
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +101,9 @@ enum Command {
     #[command(subcommand)]
     #[cfg(feature = "host")]
     Bench(bench::BenchCommand),
+    /// Node identity: check the key handling on this kernel.
+    #[command(subcommand)]
+    Identity(identity_cli::IdentityCommand),
     /// Run one of the node's agents (they are started by PID 1 from their service files).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reboot => cli::shutdown(&socket, ShutdownMode::Reboot)?,
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
+        Command::Identity(cmd) => return identity_cli::run(cmd),
         Command::Agent(AgentCommand::Userdata) => tessera_userdata::run_service()?,
         Command::Agent(AgentCommand::Net) => tessera_node::net::run()?,
         #[cfg(feature = "host")]

@@ -270,7 +270,7 @@ fn check(op: &'static str, ret: libc::c_long) -> Result<libc::c_long, KeyringErr
     }
 }
 
-fn serial(op: &'static str, ret: libc::c_long) -> Result<i32, KeyringError> {
+fn to_serial(op: &'static str, ret: libc::c_long) -> Result<i32, KeyringError> {
     let ret = check(op, ret)?;
     i32::try_from(ret).map_err(|_| KeyringError::Syscall {
         op,
@@ -315,7 +315,7 @@ impl Keyring {
             )
         };
         Ok(Keyring {
-            serial: serial("KEYCTL_GET_KEYRING_ID", ret)?,
+            serial: to_serial("KEYCTL_GET_KEYRING_ID", ret)?,
         })
     }
 
@@ -361,7 +361,7 @@ impl Keyring {
             )
         };
         Ok(Key {
-            serial: serial("add_key", ret)?,
+            serial: to_serial("add_key", ret)?,
         })
     }
 
@@ -382,7 +382,7 @@ impl Keyring {
             )
         };
         Ok(Keyring {
-            serial: serial("add_key(keyring)", ret)?,
+            serial: to_serial("add_key(keyring)", ret)?,
         })
     }
 
@@ -401,7 +401,7 @@ impl Keyring {
             )
         };
         Ok(Key {
-            serial: serial("KEYCTL_SEARCH", ret)?,
+            serial: to_serial("KEYCTL_SEARCH", ret)?,
         })
     }
 

@@ -470,8 +470,7 @@ pub fn is_rsa(alg: &SignatureAlgorithm) -> bool {
         &rcgen::PKCS_RSA_SHA384,
         &rcgen::PKCS_RSA_SHA512,
     ]
-    .iter()
-    .any(|a| *a == alg)
+    .contains(&alg)
 }
 
 /// Everything an agent certificate says. The CA fills it from a token binding or the

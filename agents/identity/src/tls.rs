@@ -553,18 +553,17 @@ mod tests {
         }
     }
 
-    /// Runs one TLS handshake over a socket pair; returns (client result, server result,
-    /// identity the server saw, identity the client saw).
-    fn handshake(
-        server: Arc<ServerConfig>,
-        client: Arc<ClientConfig>,
-        name: &str,
-    ) -> (
+    /// What one handshake gave: (client result, server result, identity the server saw,
+    /// identity the client saw).
+    type Outcome = (
         std::result::Result<(), String>,
         std::result::Result<(), String>,
         Option<PeerIdentity>,
         Option<PeerIdentity>,
-    ) {
+    );
+
+    /// Runs one TLS handshake and a ping-pong over a loopback socket.
+    fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, name: &str) -> Outcome {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server_thread = std::thread::spawn(move || {

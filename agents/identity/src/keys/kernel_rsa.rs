@@ -1,6 +1,7 @@
 //! `kernel-rsa`: an RSA-2048 key that lives only in the kernel, as an `asymmetric` key loaded
-//! from PKCS#8 (the `pkcs8_key_parser` module). The process generates it, hands the DER to
-//! add_key(2), and zeroizes every copy it held; from then on it cannot read the key back
+//! from PKCS#8 (the `pkcs8_key_parser` module). A throwaway child process generates it (see
+//! `isolated`), this process hands the DER to add_key(2) from locked memory and zeroizes it;
+//! from then on it cannot read the key back
 //! (the asymmetric type has no read operation: KEYCTL_READ fails with EOPNOTSUPP), and only
 //! possessors may use it (permission mask: view, search, setattr for possessors only).
 //!
@@ -109,8 +110,8 @@ impl KernelRsaKey {
 
     /// The key must be unreadable and must offer the raw private operation at our size.
     fn check_kernel_key(&self) -> Result<(), KeyError> {
-        let mut probe = [0u8; 16];
-        if self.inner.key.read_into(&mut probe).is_ok() {
+        let mut probe = zeroize::Zeroizing::new([0u8; 16]);
+        if self.inner.key.read_into(probe.as_mut()).is_ok() {
             return Err(KeyError::RsaKeyReadable);
         }
         let query = self

@@ -64,7 +64,7 @@ impl LockedBuf {
         &mut self.storage[self.offset..self.offset + self.len]
     }
 
-    /// Where the locked bytes live (for tests and the exposure check).
+    /// Where the locked bytes live.
     #[cfg(test)]
     pub(crate) fn address_range(&self) -> std::ops::Range<usize> {
         let start = self.storage.as_ptr() as usize + self.offset;
