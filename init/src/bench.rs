@@ -29,6 +29,8 @@ pub struct BootBenchArgs {
 pub enum BenchCommand {
     /// Boot time and size of the image against the busybox floor.
     Boot(BootBenchArgs),
+    /// CA issuance throughput and latency against cfssl.
+    Ca(tessera_ca::CaBenchArgs),
 }
 
 /// One boot of the Tessera image.
@@ -44,7 +46,10 @@ struct NodeBoot {
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Boot(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Boot(args) => args,
+        BenchCommand::Ca(args) => return tessera_ca::bench(args),
+    };
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }

@@ -101,6 +101,10 @@ enum Command {
     #[command(subcommand)]
     #[cfg(feature = "host")]
     Bench(bench::BenchCommand),
+    /// The cluster CA: one-time tokens, certificates, revocation (runs on the operator's host).
+    #[cfg(feature = "host")]
+    #[command(subcommand)]
+    Ca(tessera_ca::CaCommand),
     /// Node identity: check the key handling on this kernel.
     #[command(subcommand)]
     Identity(identity_cli::IdentityCommand),
@@ -182,7 +186,9 @@ fn main() -> ExitCode {
 }
 
 /// Services on the boot path run without building the whole CLI (~40 ms per exec under TCG).
-fn boot_path_service(args: &[String]) -> Option<(&'static str, fn() -> anyhow::Result<()>)> {
+type Service = fn() -> anyhow::Result<()>;
+
+fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
     match args {
         [a] if a == "klog" => Some(("klog", klog::run)),
         [a, b] if a == "agent" && b == "userdata" => {
@@ -242,6 +248,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
         Command::Identity(cmd) => return identity_cli::run(cmd),
+        #[cfg(feature = "host")]
+        Command::Ca(cmd) => tessera_ca::run(cmd)?,
         Command::Agent(AgentCommand::Userdata) => tessera_userdata::run_service()?,
         Command::Agent(AgentCommand::Net) => tessera_node::net::run()?,
         #[cfg(feature = "host")]

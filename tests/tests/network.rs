@@ -1,7 +1,8 @@
 //! End-to-end: the `net` service of the default image configures the node from QEMU's
-//! user-network DHCP server (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3), says so in
-//! `tessera status` and its log, and the guest reaches a TCP service on the host through the
-//! gateway. Everything is read from the console with busybox and the tessera CLI.
+//! user-network DHCP server (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3) and its IPv6 router
+//! advertisements, says so in `tessera status` and its log, lets the guest reach a TCP service
+//! on the host through the gateway, and applies static addressing from user-data while it
+//! runs. Everything is read from the console with busybox and the tessera CLI.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -46,6 +47,21 @@ fn dhcp_gives_the_node_its_address_default_route_and_dns() {
     );
     let lo = sh(&vm, "ip addr show dev lo");
     assert!(lo.contains("UP") && lo.contains("inet 127.0.0.1/8"), "{lo}");
+}
+
+#[test]
+fn ipv6_is_autoconfigured_from_router_advertisements() {
+    let vm = booted("net-ipv6");
+    // QEMU's user network advertises fec0::/64 with the router fe80::2.
+    let addr = sh_until(
+        &vm,
+        "ip -6 addr show dev eth0",
+        Duration::from_secs(30),
+        |s| s.contains("inet6 fec0::"),
+    );
+    assert!(addr.contains("inet6 fe80::"), "{addr}");
+    let route = sh(&vm, "ip -6 route");
+    assert!(route.contains("default via fe80::2 dev eth0"), "{route}");
 }
 
 #[test]
@@ -131,29 +147,36 @@ fn guest_reaches_a_tcp_service_on_the_host_through_the_gateway() {
 }
 
 #[test]
-fn static_address_from_user_data_is_applied_on_restart() {
+fn static_address_and_host_name_from_user_data_are_applied_while_running() {
     let vm = booted("net-static");
-    // What the userdata service will leave; written by hand here, then net restarted.
+    // What the userdata service writes when user-data arrives late (IMDS); net polls the file.
     sh(
         &vm,
-        "printf '[network]\\naddress = \"10.0.2.50/24\"\\ngateway = \"10.0.2.2\"\\ndns = \"10.0.2.3\"\\n' > /run/tessera/userdata.toml",
+        "printf 'version = 1\\n[node]\\nhostname = \"static-node\"\\n[network]\\ninterface = \"eth0\"\\naddress = \"10.0.2.50/24\"\\ngateway = \"10.0.2.2\"\\ndns = [\"10.0.2.3\"]\\n' > /run/tessera/userdata.toml.new && mv /run/tessera/userdata.toml.new /run/tessera/userdata.toml",
     );
-    sh(&vm, "tessera service restart net");
     let status = sh_until(&vm, "tessera status", Duration::from_secs(30), |s| {
         s.contains("static 10.0.2.50/24 via 10.0.2.2")
     });
     assert_eq!(status_row(&status, "net")[2], "ready", "{status}");
+    assert_eq!(status_row(&status, "net")[4], "0", "no restart: {status}");
     let addr = sh(&vm, "ip -4 addr show dev eth0");
     assert!(addr.contains("inet 10.0.2.50/24"), "{addr}");
     assert!(
         !addr.contains("10.0.2.15"),
         "the DHCP address is gone:\n{addr}"
     );
+    assert!(sh(&vm, "ip route").contains("default via 10.0.2.2 dev eth0"));
     let resolv = sh(&vm, "cat /etc/resolv.conf");
     assert!(
         resolv.contains("static configuration from user-data"),
         "{resolv}"
     );
+    assert_eq!(sh(&vm, "hostname"), "static-node");
     let logs = sh(&vm, "tessera logs net");
-    assert!(logs.contains("network configuration mode=static"), "{logs}");
+    assert!(logs.contains("user-data changed, reconfiguring"), "{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("network configuration") && l.contains("mode=static")),
+        "{logs}"
+    );
 }

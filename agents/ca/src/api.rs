@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -47,6 +47,10 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     response(e.code.status(), "application/json", e.body() + "\n")
 }
 
+/// An oversized body is still read (and thrown away) up to this much, so that the client,
+/// still sending, does not get a reset instead of the 413 reply.
+const DRAIN_MAX: usize = 1024 * 1024;
+
 /// Reads a JSON body of at most [`MAX_BODY`] bytes into `T`; `fields` is named in the error.
 async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
@@ -66,19 +70,34 @@ async fn read_json<T: DeserializeOwned>(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > DRAIN_MAX as u64) {
+        // Not worth reading: reply now, and hyper closes the connection.
         return Err(too_large());
     }
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(ApiError::new(
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
                 Code::BadRequest,
                 format!("the request body could not be read: {e}"),
-            ))
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_MAX {
+            break;
         }
-    };
+        if seen <= MAX_BODY {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             Code::BadRequest,

@@ -39,8 +39,9 @@ pub struct CaBenchArgs {
     /// Issuances per round for each CA.
     #[arg(long, default_value_t = 4000)]
     pub count: usize,
-    /// Concurrent keep-alive client connections.
-    #[arg(long, default_value_t = 16)]
+    /// Concurrent keep-alive client connections (many nodes booting at once; each request
+    /// waits for its durable commit, so fewer clients measure the disk's fsync latency).
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Rounds per CA (figures are medians over rounds).
     #[arg(long, default_value_t = 3)]
@@ -71,6 +72,24 @@ struct Round {
     per_s: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time (user + system) of everything involved per issuance: this process (client,
+    /// and Tessera's server) plus the cfssl process when measuring cfssl.
+    cpu_us: f64,
+}
+
+/// User + system CPU time of a process so far, from /proc (clock ticks of 10 ms).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -93,10 +112,39 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// What a round sends: one request body per issuance.
 type Bodies = Arc<Vec<String>>;
 
+/// One server under test and the requests it gets.
+struct Target {
+    /// The server's process, when it is not this one (its CPU time counts too).
+    pid: Option<u32>,
+    addr: SocketAddr,
+    /// `None`: plain HTTP.
+    tls: Option<Arc<ClientConfig>>,
+    path: &'static str,
+    bodies: Vec<String>,
+    /// Does a 200 reply's body say success?
+    check: fn(&[u8]) -> bool,
+}
+
+impl Target {
+    /// Sends requests `from..from + n` over `concurrency` connections.
+    async fn round(&self, from: usize, n: usize, concurrency: usize) -> anyhow::Result<Round> {
+        round(
+            self.pid,
+            self.addr,
+            self.tls.clone(),
+            self.path,
+            Arc::new(self.bodies[from..from + n].to_vec()),
+            concurrency,
+            self.check,
+        )
+        .await
+    }
+}
+
 /// Runs `bodies` against `path` with `concurrency` connections; fails on any non-200.
 async fn round(
+    other_pid: Option<u32>,
     addr: SocketAddr,
-    server_name: &str,
     config: Option<Arc<ClientConfig>>,
     path: &'static str,
     bodies: Bodies,
@@ -105,9 +153,16 @@ async fn round(
 ) -> anyhow::Result<Round> {
     let mut conns = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        conns.push(Connection::connect(addr, server_name, config.clone()).await?);
+        conns.push(Connection::connect(addr, "localhost", config.clone()).await?);
     }
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = || {
+        cpu_time("self")
+            + other_pid
+                .map(|p| cpu_time(&p.to_string()))
+                .unwrap_or_default()
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for mut conn in conns {
@@ -136,11 +191,13 @@ async fn round(
         latencies.extend(t.await??);
     }
     let wall = started.elapsed();
+    let cpu_used = cpu().saturating_sub(cpu_before);
     latencies.sort();
     Ok(Round {
         per_s: bodies.len() as f64 / wall.as_secs_f64(),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
+        cpu_us: cpu_used.as_secs_f64() * 1e6 / bodies.len() as f64,
     })
 }
 
@@ -276,16 +333,17 @@ fn cfssl_ok(body: &[u8]) -> bool {
     body.windows(14).any(|w| w == b"\"success\":true")
 }
 
-fn summarize(name: &str, rounds: &[Round]) -> (f64, f64, f64) {
+fn summarize(name: &str, rounds: &[Round]) -> (f64, f64, f64, f64) {
     let per_s = median(rounds.iter().map(|r| r.per_s).collect());
     let p50 = median(rounds.iter().map(|r| r.p50.as_secs_f64() * 1e3).collect());
     let p99 = median(rounds.iter().map(|r| r.p99.as_secs_f64() * 1e3).collect());
+    let cpu = median(rounds.iter().map(|r| r.cpu_us).collect());
     let each: Vec<String> = rounds.iter().map(|r| format!("{:.0}", r.per_s)).collect();
     println!(
-        "{name:<8} {per_s:>9.0} /s   p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   (rounds: {} /s)",
+        "{name:<10} {per_s:>7.0} /s   p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   CPU {cpu:>4.0} µs/issuance   (rounds: {} /s)",
         each.join(", ")
     );
-    (per_s, p50, p99)
+    (per_s, p50, p99, cpu)
 }
 
 /// Runs the benchmark and prints the figures and one `CA-BENCH` line.
@@ -367,44 +425,62 @@ pub fn bench(args: CaBenchArgs) -> anyhow::Result<()> {
         .thread_name("ca-bench-client")
         .enable_all()
         .build()?;
-    let slice = |all: &[String], from: usize, n: usize| Arc::new(all[from..from + n].to_vec());
+    let tessera = Target {
+        pid: None,
+        addr,
+        tls: Some(tessera_tls),
+        path: "/v1/redeem",
+        bodies: tessera_bodies,
+        check: tessera_ok,
+    };
+    let cfssl_target = cfssl.as_ref().map(|c| Target {
+        pid: Some(c.child.id()),
+        addr: c.addr,
+        tls: cfssl_tls,
+        path: "/api/v1/cfssl/sign",
+        bodies: cfssl_bodies,
+        check: cfssl_ok,
+    });
 
     client_rt.block_on(async {
         eprintln!("warm-up: {warmup} issuances each");
-        round(addr, "localhost", Some(tessera_tls.clone()), "/v1/redeem", slice(&tessera_bodies, 0, warmup), args.concurrency, tessera_ok).await?;
-        if let Some(c) = &cfssl {
-            round(c.addr, "localhost", cfssl_tls.clone(), "/api/v1/cfssl/sign", slice(&cfssl_bodies, 0, warmup), args.concurrency, cfssl_ok).await?;
+        tessera.round(0, warmup, args.concurrency).await?;
+        if let Some(c) = &cfssl_target {
+            c.round(0, warmup, args.concurrency).await?;
         }
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
         for r in 0..args.rounds {
             let from = warmup + r * args.count;
-            let t = round(addr, "localhost", Some(tessera_tls.clone()), "/v1/redeem", slice(&tessera_bodies, from, args.count), args.concurrency, tessera_ok).await?;
+            let t = tessera.round(from, args.count, args.concurrency).await?;
             eprintln!("round {}: tessera {:.0}/s", r + 1, t.per_s);
             ours.push(t);
-            if let Some(c) = &cfssl {
-                let t = round(c.addr, "localhost", cfssl_tls.clone(), "/api/v1/cfssl/sign", slice(&cfssl_bodies, from, args.count), args.concurrency, cfssl_ok).await?;
+            if let Some(c) = &cfssl_target {
+                let t = c.round(from, args.count, args.concurrency).await?;
                 eprintln!("round {}: cfssl {:.0}/s", r + 1, t.per_s);
                 theirs.push(t);
             }
         }
         println!(
-            "CA issuance over {} with {} keep-alive connections, {} issuances x {} rounds (medians), {} CPUs",
-            "HTTPS",
+            "CA issuance: tessera over HTTPS, cfssl over {}; {} keep-alive connections, {} issuances x {} rounds (medians), {} CPUs",
+            if args.cfssl_http { "HTTP" } else { "HTTPS" },
             args.concurrency,
             args.count,
             args.rounds,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
-        let (t_s, t50, t99) = summarize("tessera", &ours);
-        let (c_s, _, _) = if theirs.is_empty() {
-            (f64::NAN, f64::NAN, f64::NAN)
+        let (t_s, t50, t99, t_cpu) = summarize("tessera", &ours);
+        let (c_s, _, _, c_cpu) = if theirs.is_empty() {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
         } else {
             summarize(if args.cfssl_http { "cfssl/http" } else { "cfssl" }, &theirs)
         };
         let ratio = t_s / c_s;
         if !theirs.is_empty() {
-            println!("ratio    {ratio:.2}x (tessera / cfssl issuances per second)");
+            println!(
+                "ratio      {ratio:.2}x issuances per second; {:.2}x CPU per issuance (cfssl / tessera)",
+                c_cpu / t_cpu
+            );
         }
         println!("CA-BENCH tessera_per_s={t_s:.0} cfssl_per_s={c_s:.0} ratio={ratio:.2} p50_ms={t50:.2} p99_ms={t99:.2}");
         Ok::<_, anyhow::Error>(())

@@ -100,6 +100,15 @@ pub enum CaCommand {
         #[arg(long, env = "TESSERA_CA_STATE")]
         state: PathBuf,
     },
+    /// Issue a new operator certificate (admin.pem, admin.key in the state directory, replaced;
+    /// valid for a year). Revoke the old one with `revoke` if it leaked.
+    AdminCert {
+        #[arg(long, env = "TESSERA_CA_STATE")]
+        state: PathBuf,
+        /// The operator's name (UID), a lower-case DNS label.
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
     /// Print the audit log (JSON lines); with --verify, check its hash chain.
     Audit {
         #[arg(long, env = "TESSERA_CA_STATE")]
@@ -254,6 +263,19 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             print!("{}", crl.pem());
             Ok(())
         }
+        CaCommand::AdminCert { state, name } => {
+            let state = StateDir::new(state);
+            state.require_initialized()?;
+            profile::validate_agent_id(&name)?;
+            let authority = Authority::load(&state, profile::DEFAULT_LIFETIME)?;
+            setup::write_admin_cert(&state, &authority, &name)?;
+            println!(
+                "new admin certificate for {name}: {}, key {} (mode 0600)",
+                state.path(crate::files::ADMIN_CERT).display(),
+                state.path(crate::files::ADMIN_KEY).display()
+            );
+            Ok(())
+        }
         CaCommand::Audit { state, verify } => {
             let state = StateDir::new(state);
             state.require_initialized()?;
@@ -270,7 +292,14 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             }
             let mut out = std::io::stdout().lock();
             for e in audit::entries(&conn)? {
-                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+                // Details are stored as JSON text; show them as JSON, not as a string.
+                let details = serde_json::from_str::<serde_json::Value>(&e.details)
+                    .unwrap_or(serde_json::Value::String(e.details.clone()));
+                let line = serde_json::json!({
+                    "seq": e.seq, "time": e.time, "event": e.event, "details": details,
+                    "prev_hash": e.prev_hash, "hash": e.hash,
+                });
+                writeln!(out, "{line}")?;
             }
             Ok(())
         }

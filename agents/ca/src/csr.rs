@@ -82,7 +82,7 @@ pub fn verify_pem(pem: &str) -> Result<VerifiedKey, ApiError> {
 }
 
 pub fn verify_der(der: &[u8]) -> Result<VerifiedKey, ApiError> {
-    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| invalid(e))?;
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(invalid)?;
     if !rest.is_empty() {
         return Err(invalid("trailing bytes after the CSR"));
     }

@@ -223,12 +223,15 @@ pub fn parse_host(host: &str) -> Result<SanType, ApiError> {
     ))
 }
 
-/// A new self-signed CA: `DC=<cluster>, O=tessera, CN=Tessera CA <cluster>`, P-256,
-/// path length 0 (it signs only end entities), 10 years.
-pub fn new_ca(cluster: &str) -> anyhow::Result<(KeyPair, CertificateDer<'static>)> {
+/// The CA certificate's parameters: `DC=<cluster>, O=tessera, CN=Tessera CA <cluster>`, CA
+/// with path length 0 (it signs only end entities), keyCertSign + cRLSign.
+pub fn ca_params(
+    cluster: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    serial: &[u8],
+) -> anyhow::Result<CertificateParams> {
     profile::validate_cluster(cluster)?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let now = SystemTime::now();
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     push_dc(&mut p.distinguished_name, cluster)?;
@@ -236,15 +239,28 @@ pub fn new_ca(cluster: &str) -> anyhow::Result<(KeyPair, CertificateDer<'static>
         .push(DnType::OrganizationName, "tessera");
     p.distinguished_name
         .push(DnType::CommonName, format!("Tessera CA {cluster}"));
-    p.not_before = rcgen_time(now - BACKDATE)?;
-    p.not_after = rcgen_time(now + CA_LIFETIME)?;
-    p.serial_number = Some(SerialNumber::from_slice(&profile::random_serial()?));
+    p.not_before = rcgen_time(not_before)?;
+    p.not_after = rcgen_time(not_after)?;
+    p.serial_number = Some(SerialNumber::from_slice(serial));
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(p)
+}
+
+/// A new self-signed P-256 CA valid for 10 years.
+pub fn new_ca(cluster: &str) -> anyhow::Result<(KeyPair, CertificateDer<'static>)> {
+    let now = SystemTime::now();
+    let p = ca_params(
+        cluster,
+        now - BACKDATE,
+        now + CA_LIFETIME,
+        &profile::random_serial()?,
+    )?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = p.self_signed(&key)?;
     Ok((key, cert.der().clone()))
 }

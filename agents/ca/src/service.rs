@@ -129,18 +129,15 @@ impl Ca {
         db: Db,
         server_identity: Arc<CertifiedKey>,
     ) -> Result<Arc<Ca>, ApiError> {
-        let existing = db.read(crl::current)?;
-        let crl = match existing {
-            Some(c) if !crl::needs_refresh(Some(&c), state::now()) => c,
+        let (crl, authority) = match db.read(crl::current)? {
+            Some(crl) if !crl::needs_refresh(Some(&crl), state::now()) => (crl, authority),
+            // Signing needs the authority inside the writer; it comes back out with the CRL.
             _ => {
-                // The authority moves into the closure and back out.
-                let (crl, authority) = db
-                    .write(move |c| {
-                        let crl = crl::refresh(c, &authority, state::now())?;
-                        Ok((crl, authority))
-                    })
-                    .await?;
-                return Self::assemble(authority, db, server_identity, crl);
+                db.write(move |c| {
+                    let crl = crl::refresh(c, &authority, state::now())?;
+                    Ok((crl, authority))
+                })
+                .await?
             }
         };
         Self::assemble(authority, db, server_identity, crl)
@@ -242,11 +239,9 @@ impl Ca {
                 self.db
                     .write(move |c| token::audit_refusal(c, &rec, code))
                     .await?;
-                tracing::warn!(reason = e.code.as_str(), "token refused");
                 return Err(e);
             }
             (Err(e), None) => {
-                tracing::warn!(reason = e.code.as_str(), "token refused");
                 return Err(e);
             }
             (Ok(()), None) => return Err(ApiError::internal("token check without record")),
@@ -291,8 +286,7 @@ impl Ca {
                 Ok(Ok(issued))
             })
             .await?;
-        let issued =
-            outcome.inspect_err(|e| tracing::warn!(reason = e.code.as_str(), "token refused"))?;
+        let issued = outcome?;
         tracing::info!(serial = %issued.serial, subject = %issued.subject, via = "redeem", "certificate issued");
         Ok(issued)
     }
@@ -444,7 +438,7 @@ impl Ca {
                 ),
             ));
         }
-        let peer = self.presented(Some(&peer), "an admin endpoint")?;
+        let peer = self.presented(Some(peer), "an admin endpoint")?;
         refuse_admin(&req.subsystem)?;
         if req.capabilities.iter().any(|c| c == ADMIN_SUBSYSTEM) {
             refuse_admin(ADMIN_SUBSYSTEM)?;

@@ -20,6 +20,8 @@ use crate::error::ApiError;
 const SCHEMA_VERSION: i64 = 1;
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -116,8 +118,10 @@ pub fn open(path: &Path) -> Result<Connection, StateError> {
     let _: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(err)?;
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .map_err(err)?;
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864;",
+    )
+    .map_err(err)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
@@ -181,23 +185,40 @@ pub struct Db {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Dropping it stops the checkpoint thread.
+    _checkpoints: mpsc::Sender<()>,
 }
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, StateError> {
         let writer = open(path)?;
+        // Checkpoints run on their own thread, so a commit never waits for one.
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint=0")
+            .map_err(|source| StateError::Open {
+                path: path.into(),
+                source,
+            })?;
+        let checkpointer = open(path)?;
+        let spawn_err = |source| StateError::Create {
+            path: path.into(),
+            source,
+        };
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ca-db-writer".into())
             .spawn(move || writer_loop(writer, queue))
-            .map_err(|source| StateError::Create {
-                path: path.into(),
-                source,
-            })?;
+            .map_err(spawn_err)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("ca-db-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(spawn_err)?;
         Ok(Db {
             path: path.into(),
             jobs,
             readers: Mutex::new(Vec::new()),
+            _checkpoints: stop,
         })
     }
 
@@ -259,6 +280,15 @@ fn run_cached(conn: &Connection, sql: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Copies the WAL into the database file every second (PASSIVE: never blocks the writer).
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint");
+        }
+    }
+}
+
 fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -268,16 +298,24 @@ fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let t0 = std::time::Instant::now();
-        let n = batch.len();
         let mut replies = Vec::with_capacity(batch.len());
         let commit = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(txn) => {
                 for job in batch {
                     let started = run_cached(&txn, "SAVEPOINT job");
-                    let (keep, reply) = match &started {
-                        Ok(()) => job(Ok(&txn)),
-                        Err(e) => job(Err(e.clone())),
+                    // A panicking request must not take the writer (and every later request)
+                    // down: its savepoint is rolled back and its caller gets an error.
+                    let run =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &started {
+                            Ok(()) => job(Ok(&txn)),
+                            Err(e) => job(Err(e.clone())),
+                        }));
+                    let (keep, reply): (bool, Completion) = match run {
+                        Ok(done) => done,
+                        Err(_) => {
+                            tracing::error!("a database write panicked; rolled back");
+                            (false, Box::new(|_| {}))
+                        }
                     };
                     if started.is_ok() {
                         let end = if keep {
@@ -303,9 +341,6 @@ fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(e)
             }
         };
-        if std::env::var_os("DEBUG_BATCH").is_some() {
-            eprintln!("batch {n} total {:?}", t0.elapsed());
-        }
         if let Err(e) = &commit {
             tracing::error!(error = %e, requests = replies.len(), "database batch failed");
         }
@@ -337,6 +372,24 @@ mod tests {
         assert_eq!(perms, 0o600);
         drop(conn);
         open(&path).unwrap(); // reopening an existing database works
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("ca.db")).unwrap();
+        let failed = db
+            .write(|c| -> Result<(), ApiError> {
+                meta_set(c, "k", b"1")?;
+                panic!("bug in a request");
+            })
+            .await;
+        assert!(failed.is_err());
+        db.write(|c| Ok(meta_set(c, "other", b"2")?)).await.unwrap();
+        let (k, other) = db
+            .read(|c| Ok((meta_get(c, "k")?, meta_get(c, "other")?)))
+            .unwrap();
+        assert_eq!((k, other), (None, Some(b"2".to_vec())));
     }
 
     #[test]

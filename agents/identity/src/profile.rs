@@ -563,8 +563,13 @@ impl Leaf {
     }
 }
 
-/// DER of the placeholder OID (tag, length, content) and of the real one.
-fn oid_tlvs() -> (Vec<u8>, Vec<u8>) {
+/// DER of the placeholder OID (tag, length, content) and of the real one, computed once.
+fn oid_tlvs() -> &'static (Vec<u8>, Vec<u8>) {
+    static TLVS: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    TLVS.get_or_init(build_oid_tlvs)
+}
+
+fn build_oid_tlvs() -> (Vec<u8>, Vec<u8>) {
     let mut placeholder = vec![0x06, 20, 0x69];
     for arc in &PLACEHOLDER_OID[2..] {
         let mut groups = Vec::new();
@@ -590,17 +595,18 @@ fn oid_tlvs() -> (Vec<u8>, Vec<u8>) {
 /// Replaces the single occurrence of the placeholder OID; refuses zero or several.
 fn swap_placeholder(der: &[u8]) -> Result<Option<Vec<u8>>> {
     let (placeholder, real) = oid_tlvs();
+    // Cheap first-byte test before the full comparison: this runs twice per certificate.
     let hits: Vec<usize> = der
         .windows(placeholder.len())
         .enumerate()
-        .filter(|(_, w)| *w == placeholder.as_slice())
+        .filter(|(_, w)| w[2] == placeholder[2] && w[0] == 0x06 && *w == placeholder.as_slice())
         .map(|(i, _)| i)
         .collect();
     match hits.as_slice() {
         [] => Ok(None),
         [at] => {
             let mut out = der.to_vec();
-            out[*at..*at + real.len()].copy_from_slice(&real);
+            out[*at..*at + real.len()].copy_from_slice(real);
             Ok(Some(out))
         }
         _ => Err(ProfileError::Build(

@@ -1,23 +1,24 @@
 //! What the network should look like, from user-data: DHCP on the first Ethernet interface
 //! unless `/run/tessera/userdata.toml` says otherwise. Only two parts of that file are read
-//! here; the `userdata` service owns and validates the rest:
+//! here:
 //!
 //! ```toml
 //! [node]
-//! hostname = "node1"            # set: DHCP does not change the host name
+//! hostname = "node1.example"    # applied by this service, unless tessera.hostname= was given
 //!
 //! [network]
 //! interface = "eth0"            # default: the first Ethernet interface
-//! address = "192.168.77.10/24"  # static configuration instead of DHCP
-//! gateway = "192.168.77.1"      # optional; a gateway outside the subnet is reached on-link
+//! address = "192.168.77.10/24"  # static configuration instead of DHCP (IPv4 or IPv6)
+//! gateway = "192.168.77.1"      # optional, same family; outside the subnet: on-link
 //! dns = ["192.168.77.1"]        # a list or one address
 //! ```
 //!
-//! Also here: the host-name rule (DHCP may set it only while it is still the default) and
-//! the text of /etc/resolv.conf.
+//! This is the v1 schema of agents/userdata (its SCHEMA.md), read leniently: the `userdata`
+//! service validated the file, and a key this release does not know is reported, not fatal.
+//! Also here: which host name to set, and the text of /etc/resolv.conf.
 
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Where the `userdata` service leaves the node's validated configuration.
@@ -32,17 +33,17 @@ pub struct NetworkConfig {
     pub interface: Option<String>,
     /// `None`: DHCP.
     pub static_config: Option<StaticConfig>,
-    /// user-data names the host (`[node] hostname`).
-    pub hostname_in_userdata: bool,
+    /// The host name user-data gives (`[node] hostname`).
+    pub hostname: Option<String>,
     /// Keys of `[network]` this release does not know (reported, not fatal).
     pub unknown_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix_len: u8,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     pub dns: Vec<IpAddr>,
 }
 
@@ -51,6 +52,10 @@ impl StaticConfig {
     pub fn gateway_onlink(&self) -> bool {
         self.gateway
             .is_some_and(|gw| !same_subnet(self.address, gw, self.prefix_len))
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.address, self.prefix_len)
     }
 }
 
@@ -119,21 +124,22 @@ pub fn parse(text: &str, path: &Path) -> Result<NetworkConfig, ConfigError> {
         }
     };
 
-    let interface = string("interface")?
-        .map(|name| {
-            valid_interface_name(name).then(|| name.to_string()).ok_or_else(|| {
-                invalid(
-                    "interface",
-                    format!("{name:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"),
-                )
-            })
-        })
-        .transpose()?;
+    let interface = match string("interface")? {
+        Some(name) if !valid_interface_name(name) => {
+            return Err(invalid(
+                "interface",
+                format!(
+                    "{name:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+                ),
+            ))
+        }
+        name => name.map(str::to_string),
+    };
 
     let gateway = string("gateway")?
         .map(|g| {
-            g.parse::<Ipv4Addr>()
-                .map_err(|_| invalid("gateway", format!("{g:?} is not an IPv4 address")))
+            g.parse::<IpAddr>()
+                .map_err(|_| invalid("gateway", format!("{g:?} is not an IP address")))
         })
         .transpose()?;
 
@@ -156,9 +162,17 @@ pub fn parse(text: &str, path: &Path) -> Result<NetworkConfig, ConfigError> {
             let (address, prefix_len) = parse_cidr(cidr).ok_or_else(|| {
                 invalid(
                     "address",
-                    format!("{cidr:?} is not an IPv4 address with a prefix, like 192.168.1.10/24"),
+                    format!(
+                        "{cidr:?} is not an address with a prefix length, like 192.168.1.10/24 or fd00::10/64"
+                    ),
                 )
             })?;
+            if let Some(gw) = gateway.filter(|gw| gw.is_ipv4() != address.is_ipv4()) {
+                return Err(invalid(
+                    "gateway",
+                    format!("{gw} is not in the same address family as address {cidr}"),
+                ));
+            }
             Some(StaticConfig {
                 address,
                 prefix_len,
@@ -184,24 +198,34 @@ pub fn parse(text: &str, path: &Path) -> Result<NetworkConfig, ConfigError> {
     Ok(NetworkConfig {
         interface,
         static_config,
-        hostname_in_userdata: data.node.hostname.is_some_and(|h| !h.is_empty()),
+        hostname: data.node.hostname.filter(|h| !h.is_empty()),
         unknown_keys,
     })
 }
 
-/// `a.b.c.d/n` with n in 1..=32.
-pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+/// `a.b.c.d/n` (n in 1..=32) or `x:y::z/n` (n in 1..=128).
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (ip, len) = s.trim().split_once('/')?;
+    let ip: IpAddr = ip.parse().ok()?;
     let len: u8 = len.parse().ok()?;
-    ((1..=32).contains(&len)).then_some(())?;
-    Some((ip.parse().ok()?, len))
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (1..=max).contains(&len).then_some((ip, len))
 }
 
-pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len))
-        .unwrap_or(0);
-    u32::from(a) & mask == u32::from(b) & mask
+/// Whether two addresses of one family share their first `prefix_len` bits.
+pub fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
+    let keep = |bits: u32| u128::MAX.checked_shl(bits - u32::from(prefix_len).min(bits));
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = keep(32).map_or(0, |m| m as u32);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = keep(128).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
 }
 
 fn valid_interface_name(name: &str) -> bool {
@@ -213,16 +237,24 @@ fn valid_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
-/// Whether DHCP may set the host name: only while nobody else did. PID 1 applies
-/// `tessera.hostname=`, and any name other than the default counts as set.
-pub fn dhcp_may_set_hostname(
+/// The host name to set, if any. `tessera.hostname=` wins (PID 1 applied it); then
+/// user-data's; the DHCP server's only while the name is still the default, so that DHCP never
+/// renames a node someone named.
+pub fn hostname_to_set<'a>(
     current: &str,
     kernel_arg_hostname: bool,
-    hostname_in_userdata: bool,
-) -> bool {
-    current == tessera_common::paths::DEFAULT_HOSTNAME
-        && !kernel_arg_hostname
-        && !hostname_in_userdata
+    userdata: Option<&'a str>,
+    dhcp: Option<&'a str>,
+) -> Option<&'a str> {
+    if kernel_arg_hostname {
+        return None;
+    }
+    let wanted = match userdata {
+        Some(name) => name,
+        None if current == tessera_common::paths::DEFAULT_HOSTNAME => dhcp?,
+        None => return None,
+    };
+    (wanted != current).then_some(wanted)
 }
 
 /// An RFC 1123 host name that fits the kernel's 64 bytes.

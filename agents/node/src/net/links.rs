@@ -5,8 +5,8 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::route::RouteProtocol;
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
-use std::net::{IpAddr, Ipv4Addr};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,20 +145,20 @@ impl Links {
             .map_err(|e| LinkError::new(format!("set {} up", link.name), e))
     }
 
-    /// Adds (or refreshes) an IPv4 address with its prefix route and broadcast address.
+    /// Adds (or refreshes) an address with its prefix route (and, IPv4, broadcast address).
     /// With a lifetime the kernel removes the address when it runs out, even if this process
     /// is no longer there to do it (`ip addr` shows it as `valid_lft`).
     pub async fn add_address(
         &self,
         link: &Link,
-        address: Ipv4Addr,
+        address: IpAddr,
         prefix_len: u8,
         lifetime: Option<Duration>,
     ) -> Result<(), LinkError> {
         let mut request = self
             .handle
             .address()
-            .add(link.index, address.into(), prefix_len)
+            .add(link.index, address, prefix_len)
             .replace();
         if let Some(lifetime) = lifetime {
             let secs = u32::try_from(lifetime.as_secs())
@@ -202,18 +202,23 @@ impl Links {
             .collect())
     }
 
-    /// Removes an IPv4 address (the kernel drops the routes through it); absent is not an
-    /// error.
+    /// Removes an address (the kernel drops the routes through it); absent is not an error.
     pub async fn remove_address(
         &self,
         link: &Link,
-        address: Ipv4Addr,
+        address: IpAddr,
         prefix_len: u8,
     ) -> Result<(), LinkError> {
-        let msg = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
-            .index(link.index)
-            .address(address, prefix_len)
-            .build();
+        let msg = match address {
+            IpAddr::V4(ip) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(link.index)
+                .address(ip, prefix_len)
+                .build(),
+            IpAddr::V6(ip) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(link.index)
+                .address(ip, prefix_len)
+                .build(),
+        };
         match self.handle.address().del(msg).execute().await {
             Err(e) => {
                 let err = LinkError::new(
@@ -230,25 +235,30 @@ impl Links {
         }
     }
 
-    /// Sets the IPv4 default route (replacing one that exists). `onlink`: the gateway is not
-    /// in any of the link's subnets but is reachable on it.
+    /// Sets the default route of the gateway's family (replacing one that exists).
+    /// `onlink`: the gateway is in none of the link's subnets but is reachable on it.
     pub async fn set_default_route(
         &self,
         link: &Link,
-        gateway: Ipv4Addr,
+        gateway: IpAddr,
         protocol: RouteProtocol,
         onlink: bool,
     ) -> Result<(), LinkError> {
-        let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(link.index)
-            .protocol(protocol);
-        if onlink {
-            route = route.onlink();
-        }
+        let route = match gateway {
+            IpAddr::V4(gw) => {
+                let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw);
+                let r = r.output_interface(link.index).protocol(protocol);
+                if onlink { r.onlink() } else { r }.build()
+            }
+            IpAddr::V6(gw) => {
+                let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw);
+                let r = r.output_interface(link.index).protocol(protocol);
+                if onlink { r.onlink() } else { r }.build()
+            }
+        };
         self.handle
             .route()
-            .add(route.build())
+            .add(route)
             .replace()
             .execute()
             .await

@@ -1,12 +1,18 @@
 //! The `net` service (`tessera agent net`): brings the node onto the network and keeps it
 //! there. Steps, each logged as one JSON line on stdout:
 //!
-//! 1. read user-data's `[network]` (a bad file is reported and DHCP is used);
-//! 2. loopback up; the chosen interface up; IPv6 router advertisements accepted on it;
+//! 1. loopback up; read user-data's `[network]` and `[node] hostname` (a bad file is
+//!    reported and DHCP is used); the host name from user-data;
+//! 2. the chosen interface up; IPv6 router advertisements accepted on it;
 //! 3. wait for carrier (at most [`CARRIER_TIMEOUT`], then try anyway);
 //! 4. static address, gateway and DNS from user-data, or DHCPv4 for as long as it runs;
 //! 5. `READY=1` once the node has an address and a default route; `STATUS=` says what the
 //!    service is doing at every step.
+//!
+//! User-data is read again every [`CONFIG_POLL`]; when its network part changed (IMDS
+//! user-data arrives after DHCP) the service configures the node anew, without a restart.
+//! The service owns the interface's IPv4 configuration: addresses it did not configure are
+//! removed once it has configured its own.
 
 use super::config::{self, NetworkConfig, StaticConfig};
 use super::dhcp::{Action, Client, Destination, Lease, State};
@@ -23,6 +29,9 @@ use std::time::{Duration, Instant};
 pub const CARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the interface to appear before warning (the wait goes on).
 pub const INTERFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often user-data is read again: a changed `[network]` or host name is applied without
+/// a restart.
+pub const CONFIG_POLL: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(20);
 
 /// Paths the service reads and writes (tests point them elsewhere).
@@ -53,38 +62,37 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 pub async fn serve(paths: Paths) -> anyhow::Result<()> {
+    let userdata = paths.userdata.clone();
     let mut node = Node {
         paths,
         started: Instant::now(),
         ready: false,
     };
-    let config = node.read_config();
     let links = Links::connect().context("opening the rtnetlink socket")?;
-
     let all = links.list().await?;
     if let Some(lo) = all.iter().find(|l| l.kind == LinkKind::Loopback) {
         links.set_up(lo).await?;
         log("info", "link up", json!({"interface": lo.name}));
     }
-    let link = node
-        .wait_for_interface(&links, config.interface.as_deref())
-        .await?;
-    links.set_up(&link).await?;
-    log(
-        "info",
-        "link up",
-        json!({"interface": link.name, "mac": mac_text(&link.mac)}),
-    );
-    node.accept_router_advertisements(&link.name);
-    node.wait_for_carrier(&links, &link).await?;
-
-    match &config.static_config {
-        Some(s) => {
-            node.configure_static(&links, &link, s).await?;
-            std::future::pending::<()>().await;
-            Ok(())
+    loop {
+        let config = node.read_config();
+        tokio::select! {
+            result = node.configure(&links, &config) => return result,
+            () = config_changed(&userdata, &config) => {
+                log("info", "user-data changed, reconfiguring", json!({"path": userdata.display().to_string()}));
+            }
         }
-        None => node.run_dhcp(&links, &link, &config).await,
+    }
+}
+
+/// Returns once the user-data file holds a valid configuration other than `current` (the
+/// `userdata` service may write it after the network is up, from IMDS).
+async fn config_changed(path: &Path, current: &NetworkConfig) {
+    loop {
+        tokio::time::sleep(CONFIG_POLL).await;
+        if config::load(path).is_ok_and(|new| new != *current) {
+            return;
+        }
     }
 }
 
@@ -125,6 +133,32 @@ impl Node {
                 );
                 NetworkConfig::default()
             }
+        }
+    }
+
+    /// Configures the node as `config` says; returns only on a fatal error.
+    async fn configure(&mut self, links: &Links, config: &NetworkConfig) -> anyhow::Result<()> {
+        if config.hostname.is_some() {
+            self.apply_hostname(config, None);
+        }
+        let link = self
+            .wait_for_interface(links, config.interface.as_deref())
+            .await?;
+        links.set_up(&link).await?;
+        log(
+            "info",
+            "link up",
+            json!({"interface": link.name, "mac": mac_text(&link.mac)}),
+        );
+        self.accept_router_advertisements(&link.name);
+        self.promote_secondaries(&link.name);
+        self.wait_for_carrier(links, &link).await?;
+        match &config.static_config {
+            Some(s) => {
+                self.configure_static(links, &link, s).await?;
+                std::future::pending().await
+            }
+            None => self.run_dhcp(links, &link, config).await,
         }
     }
 
@@ -184,11 +218,7 @@ impl Node {
 
     /// IPv6: accept router advertisements and autoconfigure addresses from them.
     fn accept_router_advertisements(&self, interface: &str) {
-        let dir = self.paths.proc_sys.join("net/ipv6/conf").join(interface);
-        let result = ["accept_ra", "autoconf"]
-            .iter()
-            .try_for_each(|key| std::fs::write(dir.join(key), "1\n"));
-        match result {
+        match self.set_sysctls(interface, "ipv6", &["accept_ra", "autoconf"]) {
             Ok(()) => log(
                 "info",
                 "ipv6 router advertisements accepted",
@@ -202,17 +232,46 @@ impl Node {
         }
     }
 
+    /// IPv4: when the primary address goes, promote a secondary instead of deleting all of
+    /// them with it, so that replacing an address (new one added, old one removed) keeps the
+    /// new one.
+    fn promote_secondaries(&self, interface: &str) {
+        if let Err(e) = self.set_sysctls(interface, "ipv4", &["promote_secondaries"]) {
+            log(
+                "warn",
+                "ipv4 promote_secondaries not set",
+                json!({"interface": interface, "reason": e.to_string()}),
+            );
+        }
+    }
+
+    /// Writes 1 to /proc/sys/net/<family>/conf/<interface>/<key> for each key.
+    fn set_sysctls(&self, interface: &str, family: &str, keys: &[&str]) -> std::io::Result<()> {
+        let dir = self
+            .paths
+            .proc_sys
+            .join("net")
+            .join(family)
+            .join("conf")
+            .join(interface);
+        keys.iter()
+            .try_for_each(|key| std::fs::write(dir.join(key), "1\n"))
+    }
+
     async fn configure_static(
         &mut self,
         links: &Links,
         link: &Link,
         s: &StaticConfig,
     ) -> anyhow::Result<()> {
-        let cidr = format!("{}/{}", s.address, s.prefix_len);
+        let cidr = s.cidr();
         links
             .add_address(link, s.address, s.prefix_len, None)
             .await?;
-        remove_other_addresses(links, link, s.address).await?;
+        // IPv6 keeps its link-local and autoconfigured addresses.
+        if let IpAddr::V4(address) = s.address {
+            remove_other_addresses(links, link, address).await?;
+        }
         if let Some(gateway) = s.gateway {
             links
                 .set_default_route(link, gateway, RouteProtocol::Static, s.gateway_onlink())
@@ -315,7 +374,12 @@ impl Node {
             Action::Configure(lease) => self.configure_lease(links, link, config, &lease).await?,
             Action::Renewed(lease) => {
                 links
-                    .add_address(link, lease.address, lease.prefix_len, lifetime(&lease))
+                    .add_address(
+                        link,
+                        lease.address.into(),
+                        lease.prefix_len,
+                        lifetime(&lease),
+                    )
                     .await?;
                 log(
                     "info",
@@ -328,7 +392,7 @@ impl Node {
             }
             Action::Deconfigure { lease, reason } => {
                 links
-                    .remove_address(link, lease.address, lease.prefix_len)
+                    .remove_address(link, lease.address.into(), lease.prefix_len)
                     .await?;
                 log(
                     "warn",
@@ -349,7 +413,12 @@ impl Node {
         lease: &Lease,
     ) -> anyhow::Result<()> {
         links
-            .add_address(link, lease.address, lease.prefix_len, lifetime(lease))
+            .add_address(
+                link,
+                lease.address.into(),
+                lease.prefix_len,
+                lifetime(lease),
+            )
             .await?;
         remove_other_addresses(links, link, lease.address).await?;
         if let Some(mtu) = lease.mtu {
@@ -357,9 +426,10 @@ impl Node {
         }
         let router = lease.routers.first().copied();
         if let Some(router) = router {
-            let onlink = !config::same_subnet(lease.address, router, lease.prefix_len);
+            let onlink =
+                !config::same_subnet(lease.address.into(), router.into(), lease.prefix_len);
             links
-                .set_default_route(link, router, RouteProtocol::Dhcp, onlink)
+                .set_default_route(link, router.into(), RouteProtocol::Dhcp, onlink)
                 .await?;
         }
         log(
@@ -379,8 +449,8 @@ impl Node {
             let source = format!("DHCP from {}", lease.server);
             self.write_resolv_conf(&source, &dns, lease.domain.as_deref())?;
         }
-        if let Some(name) = &lease.hostname {
-            self.maybe_set_hostname(name, config);
+        if lease.hostname.is_some() {
+            self.apply_hostname(config, lease.hostname.as_deref());
         }
         if router.is_some() {
             self.ready(&bound_status(lease));
@@ -412,27 +482,38 @@ impl Node {
         Ok(())
     }
 
-    /// Sets the DHCP host name unless the kernel command line or user-data named the node.
-    /// Written through /proc/sys (root's file, no CAP_SYS_ADMIN needed, unlike sethostname).
-    fn maybe_set_hostname(&self, name: &str, config: &NetworkConfig) {
+    /// Sets user-data's host name, or the one a DHCP server offered (`dhcp`), as
+    /// [`config::hostname_to_set`] decides. Written through /proc/sys/kernel/hostname: root's
+    /// file, so no CAP_SYS_ADMIN is needed (sethostname(2) would need it).
+    fn apply_hostname(&self, config: &NetworkConfig, dhcp: Option<&str>) {
         let file = self.paths.proc_sys.join("kernel/hostname");
         let current = std::fs::read_to_string(&file).unwrap_or_default();
+        let current = current.trim();
         let kernel_arg = tessera_common::cmdline::KernelArgs::from_proc()
-            .map(|a| a.get("hostname").is_some())
-            .unwrap_or(false);
-        if !config::dhcp_may_set_hostname(current.trim(), kernel_arg, config.hostname_in_userdata) {
-            log(
-                "info",
-                "dhcp host name not applied",
-                json!({"offered": name, "current": current.trim(), "reason": "the host name was set by the kernel command line or user-data"}),
-            );
+            .is_ok_and(|a| a.get("hostname").is_some());
+        let source = if config.hostname.is_some() {
+            "user-data"
+        } else {
+            "dhcp"
+        };
+        let offered = config.hostname.as_deref().or(dhcp).unwrap_or_default();
+        let Some(name) =
+            config::hostname_to_set(current, kernel_arg, config.hostname.as_deref(), dhcp)
+        else {
+            if offered != current {
+                log(
+                    "info",
+                    "host name kept",
+                    json!({"offered": offered, "source": source, "current": current, "reason": "named by tessera.hostname= or user-data"}),
+                );
+            }
             return;
-        }
+        };
         if !config::valid_hostname(name) {
             log(
                 "warn",
-                "dhcp host name invalid, not applied",
-                json!({"offered": name}),
+                "host name invalid, not applied",
+                json!({"offered": name, "source": source}),
             );
             return;
         }
@@ -440,12 +521,12 @@ impl Node {
             Ok(()) => log(
                 "info",
                 "hostname set",
-                json!({"hostname": name, "source": "dhcp"}),
+                json!({"hostname": name, "source": source}),
             ),
             Err(e) => log(
                 "warn",
                 "hostname not set",
-                json!({"hostname": name, "reason": e.to_string()}),
+                json!({"hostname": name, "source": source, "reason": e.to_string()}),
             ),
         }
     }
@@ -523,7 +604,9 @@ fn lifetime(lease: &Lease) -> Option<Duration> {
 async fn remove_other_addresses(links: &Links, link: &Link, keep: Ipv4Addr) -> anyhow::Result<()> {
     for (address, prefix_len) in links.ipv4_addresses(link).await? {
         if address != keep {
-            links.remove_address(link, address, prefix_len).await?;
+            links
+                .remove_address(link, address.into(), prefix_len)
+                .await?;
             log(
                 "info",
                 "old address removed",
