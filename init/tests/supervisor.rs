@@ -528,3 +528,70 @@ fn ready_then_clean_exit_is_done_and_what_requires_it_starts() {
     );
     assert_eq!(node.service("user").state, ServiceState::Ready);
 }
+
+/// A stand-in for certmgr's socket: answers child-token requests with numbered tokens, and
+/// refuses subsystem "forbidden".
+fn fake_certmgr(runtime: &std::path::Path) {
+    use std::io::{BufRead, Write};
+    std::fs::create_dir_all(runtime).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(runtime.join("certmgr.sock")).unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+            let req: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            let reply = if req["subsystem"] == "forbidden" {
+                serde_json::json!({"error": "capability_missing", "reason": "no capability for forbidden"})
+            } else {
+                assert_eq!(req["op"], "child-token");
+                serde_json::json!({"token": format!("tok-{n}-{}-{}", req["subsystem"].as_str().unwrap_or(""), req["agent_id"].as_str().unwrap_or("")), "expires_s": 300})
+            };
+            let _ = writeln!(stream, "{reply}");
+        }
+    });
+}
+
+#[test]
+fn service_with_identity_gets_its_token_on_fd_3_and_nowhere_else() {
+    let node = harness::start_with(fake_certmgr, &[(
+        "hub.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"read t <&3; echo got=$t fd=$TESSERA_IDENTITY_FD; exec sleep 1000\"]\nidentity = { subsystem = \"hub\" }\n",
+    )]);
+    node.wait_console("TESSERA-READY", secs(10.0));
+    let deadline = std::time::Instant::now() + secs(5.0);
+    let line = loop {
+        if let Some(e) = node
+            .logs()
+            .into_iter()
+            .find(|e| e.service == "hub" && e.message.starts_with("got="))
+        {
+            break e.message;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never printed its token"
+        );
+        std::thread::sleep(secs(0.05));
+    };
+    assert_eq!(line, "got=tok-0-hub-hub fd=3");
+    let pid = node.service("hub").pid.unwrap();
+    for f in ["environ", "cmdline"] {
+        let text = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/{f}")).unwrap())
+            .into_owned();
+        assert!(!text.contains("tok-0"), "token leaked into /proc/{pid}/{f}");
+    }
+}
+
+#[test]
+fn certmgr_refusal_fails_the_start_with_its_reason() {
+    let node = harness::start_with(fake_certmgr, &[(
+        "bad.toml",
+        "exec = \"/bin/true\"\nidentity = { subsystem = \"forbidden\", agent_id = \"x\" }\nintensity = { max = 0, period = \"10s\" }\n",
+    )]);
+    let s = node.wait_service("bad", secs(10.0), |s| s.state == ServiceState::Failed);
+    assert!(s
+        .reason
+        .unwrap_or_default()
+        .contains("certmgr refused an identity for subsystem \"forbidden\": capability_missing"));
+}

@@ -109,6 +109,18 @@ impl Limits {
     }
 }
 
+/// The X.509 identity the supervisor obtains from certmgr for a service before it starts it
+/// (a one-time token handed over on an inherited pipe, see agents/README.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// The service's subsystem (the O= of its certificate), e.g. "hub".
+    pub subsystem: String,
+    /// Its agent id (UID=); the service name when absent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
 /// A validated service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -137,6 +149,8 @@ pub struct ServiceSpec {
     pub console: bool,
     /// Lowest level of this service's events mirrored to the console during boot.
     pub console_level: tessera_common::log::Level,
+    /// Obtain an identity from certmgr before starting (subsystem, agent id).
+    pub identity: Option<(String, String)>,
 }
 
 // ---- raw form, as written in the file ----
@@ -171,6 +185,7 @@ struct RawService {
     #[serde(default)]
     console: bool,
     console_level: Option<LevelName>,
+    identity: Option<toml::Spanned<IdentitySpec>>,
 }
 
 #[derive(Deserialize)]
@@ -470,6 +485,18 @@ pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, ManifestError> {
         cpu_max: l.cpu_max.map(|v| v.0),
         pids_max: l.pids_max.map(|v| v.0),
     });
+    let identity = match raw.identity {
+        Some(id) => {
+            let span = id.span();
+            let id = id.into_inner();
+            let agent_id = id.agent_id.unwrap_or_else(|| name.clone());
+            if !valid_name(&id.subsystem) || !valid_name(&agent_id) {
+                return Err(err_at(Some(span), format!("identity names must be 1-64 lower-case letters, digits, '-' or '_': got subsystem {:?}, agent_id {agent_id:?}", id.subsystem)));
+            }
+            Some((id.subsystem, agent_id))
+        }
+        None => None,
+    };
     Ok(ServiceSpec {
         name,
         file: file.to_path_buf(),
@@ -499,6 +526,7 @@ pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, ManifestError> {
         console_level: raw
             .console_level
             .map_or(tessera_common::log::Level::Info, |l| l.0),
+        identity,
     })
 }
 

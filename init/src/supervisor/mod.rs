@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod control;
 pub mod graph;
+pub mod identity;
 pub mod logs;
 pub mod manifest;
 pub mod notify;
@@ -57,6 +58,12 @@ pub enum Event {
         idx: usize,
         pairs: Vec<(String, String)>,
     },
+    /// certmgr's answer to the supervisor's request for a service's identity token.
+    IdentityToken {
+        idx: usize,
+        generation: u64,
+        result: Result<String, String>,
+    },
     Timer {
         idx: usize,
         generation: u64,
@@ -104,6 +111,8 @@ struct Service {
     reason: Option<String>,
     stop_intent: Option<StopIntent>,
     notify_socket: Option<notify::NotifySocket>,
+    /// The one-time identity token obtained for the next start, until it is handed over.
+    identity_token: Option<String>,
 }
 
 impl Service {
@@ -208,6 +217,7 @@ impl Supervisor {
                     reason: None,
                     stop_intent: None,
                     notify_socket: None,
+                    identity_token: None,
                 }
             })
             .collect();
@@ -460,6 +470,11 @@ impl Supervisor {
                 let answer = self.control(request);
                 let _ = reply.send(answer);
             }
+            Event::IdentityToken {
+                idx,
+                generation,
+                result,
+            } => self.identity_token(idx, generation, result),
         }
         self.advance();
     }
@@ -619,7 +634,39 @@ impl Supervisor {
         self.hub.set_verbose_console(false);
     }
 
+    /// The token for a service waiting to start arrived (or could not be had).
+    fn identity_token(&mut self, idx: usize, generation: u64, result: Result<String, String>) {
+        let svc = &mut self.services[idx];
+        if svc.generation != generation || svc.state != ServiceState::Starting || svc.pid.is_some()
+        {
+            return; // stopped or restarted meanwhile; the token expires unused
+        }
+        match result {
+            Ok(token) => {
+                svc.identity_token = Some(token);
+                self.start(idx);
+            }
+            Err(reason) => self.start_failed(idx, reason),
+        }
+    }
+
     fn start(&mut self, idx: usize) {
+        // A service with an identity first gets its token from certmgr, then starts.
+        let svc = &mut self.services[idx];
+        if let (Some((subsystem, agent_id)), None) = (&svc.spec.identity, &svc.identity_token) {
+            svc.state = ServiceState::Starting;
+            svc.generation += 1;
+            let socket = self.opts.runtime_dir.join(identity::CERTMGR_SOCKET_NAME);
+            identity::request_token(
+                socket,
+                idx,
+                svc.generation,
+                subsystem.clone(),
+                agent_id.clone(),
+                self.events.clone(),
+            );
+            return;
+        }
         let events = self.events.clone();
         let notify_dir = self.opts.runtime_dir.join(paths::NOTIFY_DIR_NAME);
         let svc = &mut self.services[idx];
@@ -650,12 +697,24 @@ impl Supervisor {
             },
             None => None,
         };
+        let token_pipe = match self.services[idx]
+            .identity_token
+            .take()
+            .map(|t| identity::token_pipe(&t))
+        {
+            Some(Ok(fd)) => Some(fd),
+            Some(Err(e)) => {
+                return self.start_failed(idx, format!("cannot pass its identity token: {e}"))
+            }
+            None => None,
+        };
         let svc = &self.services[idx];
         let launch = spawn::Launch {
             spec: &svc.spec,
             notify_socket: svc.notify_socket.as_ref().map(|n| n.path.as_path()),
             cgroup_procs: cgroup_procs.as_ref(),
             path: &self.opts.service_path,
+            identity_fd: token_pipe.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         };
         let spawned = match spawn::spawn(&launch) {
             Ok(s) => s,
@@ -723,7 +782,7 @@ impl Supervisor {
                 // A plain stop wins over a pending restart.
                 svc.stop_intent = Some(intent);
             }
-            (ServiceState::Waiting | ServiceState::Backoff, _) => {
+            (ServiceState::Waiting | ServiceState::Backoff, _) | (ServiceState::Starting, None) => {
                 svc.generation += 1;
                 svc.state = match intent {
                     StopIntent::Restart | StopIntent::Escalation => ServiceState::Waiting,

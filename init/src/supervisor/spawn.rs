@@ -28,7 +28,13 @@ pub struct Launch<'a> {
     pub cgroup_procs: Option<&'a File>,
     /// Default PATH for services.
     pub path: &'a str,
+    /// Read end of the pipe holding the service's identity token; becomes fd 3.
+    pub identity_fd: Option<std::os::fd::RawFd>,
 }
+
+/// The fd number a service finds its identity token on (`TESSERA_IDENTITY_FD`).
+pub const IDENTITY_FD: i32 = 3;
+pub const IDENTITY_FD_ENV: &str = "TESSERA_IDENTITY_FD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -87,6 +93,10 @@ fn environment(launch: &Launch) -> Vec<(String, String)> {
             tessera_common::notify::WATCHDOG_USEC_ENV.into(),
             wd.as_micros().to_string(),
         ));
+    }
+    if launch.identity_fd.is_some() {
+        // The number of the fd, never the token itself.
+        env.push((IDENTITY_FD_ENV.into(), IDENTITY_FD.to_string()));
     }
     if spec.console {
         if let Ok(term) = std::env::var("TERM") {
@@ -183,6 +193,7 @@ pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
         .unwrap_or_default();
     let cgroup_fd = launch.cgroup_procs.map(|f| f.as_raw_fd());
     let no_new_privs = spec.no_new_privileges;
+    let identity_fd = launch.identity_fd;
 
     // Written by the child (shared memory) when a step fails: (step, errno).
     let mut failure: (usize, i32) = (usize::MAX, 0);
@@ -220,6 +231,17 @@ pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
                     return fail(4);
                 }
             }
+            if let Some(fd) = identity_fd {
+                // dup2 clears close-on-exec on the copy; an fd already at 3 needs it cleared.
+                let ok = if fd == IDENTITY_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0) >= 0
+                } else {
+                    libc::dup2(fd, IDENTITY_FD) >= 0
+                };
+                if !ok {
+                    return fail(5);
+                }
+            }
             // Rust ignores SIGPIPE in its own processes; services get the default back.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -227,7 +249,7 @@ pub fn spawn(launch: &Launch) -> Result<Spawned, SpawnError> {
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
-        fail(5)
+        fail(6)
     });
     let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
     // SAFETY: the child runs on its own stack, shares memory only while the parent is

@@ -21,7 +21,13 @@ pub struct Node {
 
 /// Writes `services` as (file name, TOML text) and starts a supervisor on them.
 pub fn start(services: &[(&str, &str)]) -> Node {
+    start_with(|_| {}, services)
+}
+
+/// Like `start`, running `prepare` on the runtime directory first (to put fake peers there).
+pub fn start_with(prepare: impl FnOnce(&Path), services: &[(&str, &str)]) -> Node {
     let dir = tempfile::tempdir().unwrap();
+    prepare(&dir.path().join("run"));
     let sdir = dir.path().join("services");
     std::fs::create_dir(&sdir).unwrap();
     for (name, text) in services {
