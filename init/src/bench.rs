@@ -31,6 +31,8 @@ pub enum BenchCommand {
     Boot(BootBenchArgs),
     /// CA issuance throughput and latency against cfssl.
     Ca(tessera_ca::CaBenchArgs),
+    /// Boot time added by the node identity (PID 1 → certificate), per key mode.
+    Identity(tessera_certmgr::bench::IdentityBenchArgs),
 }
 
 /// One boot of the Tessera image.
@@ -49,6 +51,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let args = match cmd {
         BenchCommand::Boot(args) => args,
         BenchCommand::Ca(args) => return tessera_ca::bench(args),
+        BenchCommand::Identity(args) => return tessera_certmgr::bench::bench(args),
     };
     if args.runs == 0 {
         bail!("--runs must be at least 1");

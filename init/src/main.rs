@@ -122,6 +122,8 @@ enum AgentCommand {
     Userdata,
     /// Network: links, DHCPv4 or static addresses, default route, resolv.conf, IPv6 RAs.
     Net,
+    /// Certificate manager: node identity (CA bootstrap, renewal, standalone), child tokens.
+    Certmgr,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -141,8 +143,8 @@ fn main() -> ExitCode {
         pid1::main();
     }
     if argv0 == "request-key" {
-        eprintln!("tessera request-key: the keyring callout is served by the certificate manager, which this image does not run yet");
-        return ExitCode::FAILURE;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return tessera_certmgr::callout::main(&args);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some((name, service)) = boot_path_service(&args) {
@@ -195,6 +197,9 @@ fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
             Some(("agent userdata", tessera_userdata::run_service))
         }
         [a, b] if a == "agent" && b == "net" => Some(("agent net", tessera_node::net::run)),
+        [a, b] if a == "agent" && b == "certmgr" => {
+            Some(("agent certmgr", tessera_certmgr::run_service))
+        }
         _ => None,
     }
 }
@@ -252,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(cmd) => tessera_ca::run(cmd)?,
         Command::Agent(AgentCommand::Userdata) => tessera_userdata::run_service()?,
         Command::Agent(AgentCommand::Net) => tessera_node::net::run()?,
+        Command::Agent(AgentCommand::Certmgr) => tessera_certmgr::run_service()?,
         #[cfg(feature = "host")]
         Command::Image(cmd) => tessera_image::run(cmd)?,
         #[cfg(feature = "host")]

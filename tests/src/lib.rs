@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
+pub mod ca;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -6,7 +6,10 @@
 //! in bounded time, and READY=1 is sent right after it whatever it found. Then:
 //!
 //! - configured → the configuration is written to /run/tessera/userdata.toml (0600, temp file +
-//!   fsync + rename), `STATUS=config from <source>`, exit 0;
+//!   fsync + rename), `STATUS=config from <source>`, exit 0. On a node the one-time token is
+//!   not written there: it goes to the kernel keyring (a possessor-only `user` key
+//!   `tessera:bootstrap-token` in root's user keyring, which certmgr reads, redeems and
+//!   invalidates), and the file says `token = "keyring:tessera:bootstrap-token"` instead;
 //! - no configuration anywhere, every source sure of it → `STATUS=standalone (no user-data)`,
 //!   nothing written, exit 0;
 //! - a bad configuration, a configured source that could not be fetched, or a metadata
@@ -50,6 +53,9 @@ pub struct ServiceOptions {
     pub pass_backoff_max: Duration,
     /// Stop after this many passes even if retrying is worthwhile (tests); `None` on a node.
     pub max_passes: Option<u32>,
+    /// The keyring (a serial or a `KEY_SPEC_*` value) that receives the bootstrap token in
+    /// place of the file: root's user keyring on a node; `None` keeps it in the file.
+    pub token_keyring: Option<i32>,
 }
 
 impl ServiceOptions {
@@ -70,7 +76,9 @@ impl ServiceOptions {
             }
         }
         let env = std::env::var(defaults::IMDS_ENDPOINT_ENV).ok();
-        Ok(Self::with_cmdline(cmdline, env.as_deref()))
+        let mut opts = Self::with_cmdline(cmdline, env.as_deref());
+        opts.token_keyring = Some(token_handoff::USER_KEYRING);
+        Ok(opts)
     }
 
     /// Node defaults with this command line (and `$TESSERA_IMDS_ENDPOINT`, if given).
@@ -100,6 +108,7 @@ impl ServiceOptions {
             pass_backoff_initial: defaults::PASS_BACKOFF_INITIAL,
             pass_backoff_max: defaults::PASS_BACKOFF_MAX,
             max_passes: None,
+            token_keyring: None,
         }
     }
 
@@ -203,7 +212,7 @@ pub fn run(
         let mut status = outcome.status();
         let mut written = Ok(());
         if let Outcome::Configured { source, fetched } = &outcome {
-            written = write_config(&opts.output, source, fetched);
+            written = write_config(&opts.output, source, fetched, opts.token_keyring);
             if let Err(e) = &written {
                 status =
                     format!("config from {source} could not be written: {e:#}").replace('\n', " ");
@@ -284,15 +293,86 @@ fn report(events: &Events, outcome: &Outcome, status: &str, repeated: bool, outp
     }
 }
 
-/// Writes the configuration as a v1 document with a header saying where it came from.
-fn write_config(path: &Path, source: &str, fetched: &Fetched) -> anyhow::Result<()> {
+/// Writes the configuration as a v1 document with a header saying where it came from. With
+/// `token_keyring`, the one-time token goes to the kernel keyring instead of the file.
+fn write_config(
+    path: &Path,
+    source: &str,
+    fetched: &Fetched,
+    token_keyring: Option<i32>,
+) -> anyhow::Result<()> {
+    let mut config = fetched.config.clone();
+    let mut where_token = "Holds the one-time token: mode 0600.";
+    if let (Some(ca), Some(ring)) = (config.ca.as_mut(), token_keyring) {
+        token_handoff::store(ring, ca.token.expose().as_bytes()).with_context(|| {
+            format!(
+                "cannot hand the bootstrap token to certmgr in the kernel keyring (`{}`)",
+                token_handoff::TOKEN_DESC
+            )
+        })?;
+        ca.token = crate::values::Secret::new(token_handoff::TOKEN_IN_KEYRING);
+        where_token =
+            "The one-time token is in the kernel keyring (tessera:bootstrap-token), not here.";
+    }
     let text = format!(
-        "# Node configuration from {source} ({}), validated by `tessera agent userdata`.\n# Schema version 1: agents/userdata/SCHEMA.md. Holds the one-time token: mode 0600.\n{}",
+        "# Node configuration from {source} ({}), validated by `tessera agent userdata`.\n# Schema version 1: agents/userdata/SCHEMA.md. {where_token}\n{}",
         fetched.detail.replace('\n', " "),
-        fetched.config.to_toml()
+        config.to_toml()
     );
     write_atomically(path, text.as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The bootstrap token's way to certmgr: never a file, argv or the environment, but a `user`
+/// key that only possessors may see, read, update, find or invalidate. On a node it goes to
+/// root's user keyring, which every root service possesses through its default session (the
+/// user-session keyring links it) and nobody else can reach; certmgr invalidates it once the
+/// token is redeemed or refused. Raw add_key(2)/keyctl(2): this crate depends on no identity
+/// code.
+pub mod token_handoff {
+    /// `KEY_SPEC_USER_KEYRING`.
+    pub const USER_KEYRING: i32 = -4;
+    /// The key's description.
+    pub const TOKEN_DESC: &str = "tessera:bootstrap-token";
+    /// What `ca.token` says in the written file when the token is in the keyring.
+    pub const TOKEN_IN_KEYRING: &str = "keyring:tessera:bootstrap-token";
+    /// Possessor: view, read, write, search, setattr; user, group, other: nothing.
+    const PERM: u32 = 0x2f00_0000;
+    const KEYCTL_SETPERM: libc::c_ulong = 5;
+
+    /// Adds (or updates) the token key in `keyring` and restricts it to possessors.
+    pub fn store(keyring: i32, token: &[u8]) -> std::io::Result<i32> {
+        let key_type = c"user";
+        let desc = c"tessera:bootstrap-token";
+        // SAFETY: two NUL-terminated static strings, and a payload pointer and length from
+        // one live slice.
+        let serial = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                key_type.as_ptr(),
+                desc.as_ptr(),
+                token.as_ptr(),
+                token.len(),
+                keyring as libc::c_long,
+            )
+        };
+        if serial < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a key serial and an integer mask, no pointers.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_SETPERM,
+                serial,
+                PERM as libc::c_ulong,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        i32::try_from(serial).map_err(|_| std::io::Error::other("key serial out of range"))
+    }
 }
 
 /// Temp file in the same directory (created with `mode`), write, fsync, rename over `path`,
@@ -344,6 +424,61 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left.len(), 1, "no temp file left: {left:?}");
+    }
+
+    #[test]
+    fn the_token_goes_to_the_keyring_and_not_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("userdata.toml");
+        // A scratch keyring under this process's keyring stands in for root's user keyring.
+        // SAFETY: add_key of an empty keyring named by a static string into the process keyring.
+        let ring = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                c"keyring".as_ptr(),
+                c"userdata-test-handoff".as_ptr(),
+                std::ptr::null::<u8>(),
+                0usize,
+                -2 as libc::c_long,
+            )
+        } as i32;
+        assert!(ring > 0, "{}", std::io::Error::last_os_error());
+        let text = "version = 1\n[ca]\nurl = \"https://10.0.2.2:8443\"\nfingerprint = \"sha256:2b318f01675311f8c277886ba374ff2a250f1bbda0bfd7061b91f006a4082432\"\ntoken = \"tok-SECRET\"\n";
+        let fetched = Fetched {
+            config: crate::schema::parse(text.as_bytes()).unwrap(),
+            detail: "test".into(),
+        };
+        write_config(&path, "test", &fetched, Some(ring)).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(!written.contains("tok-SECRET"), "{written}");
+        assert!(
+            written.contains(token_handoff::TOKEN_IN_KEYRING),
+            "{written}"
+        );
+        let config = crate::load(&path).unwrap().unwrap();
+        assert_eq!(
+            config.ca.unwrap().token.expose(),
+            token_handoff::TOKEN_IN_KEYRING
+        );
+        // The key is there, possessor-only, with the token.
+        // SAFETY: KEYCTL_SEARCH (10) with two NUL-terminated strings and integers.
+        let key = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                10,
+                ring as libc::c_long,
+                c"user".as_ptr(),
+                c"tessera:bootstrap-token".as_ptr(),
+                0,
+            )
+        };
+        assert!(key > 0, "{}", std::io::Error::last_os_error());
+        let mut buf = [0u8; 64];
+        // SAFETY: KEYCTL_READ (11) into a live buffer of its length.
+        let n = unsafe { libc::syscall(libc::SYS_keyctl, 11, key, buf.as_mut_ptr(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"tok-SECRET");
+        // SAFETY: KEYCTL_INVALIDATE (21) of the scratch keyring, integers only.
+        unsafe { libc::syscall(libc::SYS_keyctl, 21, ring as libc::c_long) };
     }
 
     #[test]

@@ -1,0 +1,144 @@
+//! A Tessera CA on the host for the identity tests: `tessera ca init` in a fresh state
+//! directory under out/e2e-ca/, `tessera ca serve` on 127.0.0.1 (the guest reaches it as
+//! 10.0.2.2 through QEMU's user network; `init` puts 10.0.2.2 in the server certificate), and
+//! the operator's commands (`token`, `fingerprint`, `list`, `audit`) run the way an operator
+//! runs them.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{repo_root, tessera_bin};
+
+pub struct HostCa {
+    pub state: PathBuf,
+    pub port: u16,
+    pub fingerprint: String,
+    server: Option<Child>,
+}
+
+impl HostCa {
+    /// A new CA (cluster `prod`) on a free port, not serving yet.
+    pub fn init(name: &str) -> HostCa {
+        let state = repo_root()
+            .join("out/e2e-ca")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(state.parent().expect("state has a parent"))
+            .expect("create out/e2e-ca");
+        let out = Command::new(tessera_bin())
+            .args(["ca", "init", "--cluster", "prod", "--state"])
+            .arg(&state)
+            .output()
+            .expect("run tessera ca init");
+        assert!(
+            out.status.success(),
+            "tessera ca init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut ca = HostCa {
+            state,
+            port,
+            fingerprint: String::new(),
+            server: None,
+        };
+        ca.fingerprint = ca.run(&["fingerprint"]);
+        ca
+    }
+
+    /// A new CA, serving.
+    pub fn start(name: &str) -> HostCa {
+        let mut ca = HostCa::init(name);
+        ca.serve();
+        ca
+    }
+
+    /// `tessera ca serve --listen 127.0.0.1:<port>`, waiting until it accepts connections.
+    pub fn serve(&mut self) {
+        let log = std::fs::File::create(self.state.with_extension("serve.log"))
+            .expect("create the CA's log");
+        let child = Command::new(tessera_bin())
+            .args(["ca", "serve", "--state"])
+            .arg(&self.state)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run tessera ca serve");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the CA never listened on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `tessera ca <args> --state <dir>` and returns its stdout; fails the test if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(tessera_bin())
+            .arg("ca")
+            .args(args)
+            .arg("--state")
+            .arg(&self.state)
+            .output()
+            .expect("run tessera ca");
+        assert!(
+            out.status.success(),
+            "tessera ca {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A node token: `tessera ca token --node <node> --subsystem certmgr --capabilities …`.
+    pub fn token(&self, node: &str) -> String {
+        self.run(&[
+            "token",
+            "--node",
+            node,
+            "--subsystem",
+            "certmgr",
+            "--capabilities",
+            "node,container,hub",
+        ])
+    }
+
+    /// The kernel arguments PXE would deliver for `node` with `token`.
+    pub fn kernel_args(&self, token: &str, node: &str) -> Vec<String> {
+        vec![
+            format!("tessera.ca=https://10.0.2.2:{}", self.port),
+            format!("tessera.ca_fp={}", self.fingerprint),
+            format!("tessera.token={token}"),
+            format!("tessera.hostname={node}"),
+        ]
+    }
+
+    /// `tessera ca list`.
+    pub fn list(&self) -> String {
+        self.run(&["list"])
+    }
+
+    /// `tessera ca audit`.
+    pub fn audit(&self) -> String {
+        self.run(&["audit"])
+    }
+}
+
+impl Drop for HostCa {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
