@@ -37,7 +37,7 @@ unit: deps
 	cargo test --locked --workspace --exclude tessera-e2e
 
 e2e: image
-	cargo test --locked -p tessera-e2e -- --test-threads=2
+	cargo test --locked -p tessera-e2e --no-fail-fast -- --test-threads=2
 
 # Main job: build, boot a node in QEMU, show what runs on it, power it off, summarise.
 # `make demo CONSOLE=1` (or `make console`) leaves you on the node's console instead.

@@ -80,9 +80,21 @@ pub fn boot_timeout(mode: BootMode) -> Duration {
 
 /// Starts a VM of `image` with a console log under out/e2e-logs/<name>.log.
 pub fn boot(image: &Path, mode: BootMode, name: &str, append: &[&str]) -> Vm {
+    boot_with_disks(image, mode, name, append, &[])
+}
+
+/// [`boot`] with extra disks attached (virtio, in order: /dev/vdb, /dev/vdc, …).
+pub fn boot_with_disks(
+    image: &Path,
+    mode: BootMode,
+    name: &str,
+    append: &[&str],
+    disks: &[PathBuf],
+) -> Vm {
     let mut cfg = VmConfig::new(mode, image);
     cfg.name = name.to_string();
     cfg.append = append.iter().map(|s| s.to_string()).collect();
+    cfg.disks = disks.to_vec();
     let logs = repo_root().join("out/e2e-logs");
     std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
     let log = logs.join(format!("{name}.log"));

@@ -89,11 +89,12 @@ fn default_image_reaches_ready_with_its_services() {
     let vm = boot(&default_image(), BootMode::Kernel, "default-ready", &[]);
     let ready = wait_ready(&vm, BootMode::Kernel);
     let f = ready_fields(&ready);
-    // The default image's services, all up (userdata is done or still looking: no user-data).
-    let services = ["klog", "console", "userdata", "net"];
+    // The default image's services, all up (userdata is done or still looking: no user-data;
+    // certmgr holds a standalone identity).
+    let services = ["klog", "console", "userdata", "net", "certmgr"];
     assert_eq!(
         (f["services"].as_str(), f["failed"].as_str()),
-        ("4", "0"),
+        ("5", "0"),
         "{ready}"
     );
     let status = sh(&vm, "tessera status");

@@ -72,16 +72,25 @@ fn ecdsa_key_is_possessor_only_and_signs_tls13() {
 #[test]
 fn default_key_mode_on_the_debian_kernel_is_kernel_rsa() {
     let vm = booted("identity-detect");
-    // Nothing has loaded pkcs8_key_parser yet: detection must load it itself.
-    let modules = sh(&vm, "cat /proc/modules");
+    // pkcs8_key_parser is no boot module (PID 1 does not load it): certmgr's key-mode
+    // detection loaded it through /sbin/modprobe and chose kernel-rsa, saying why.
+    let init = sh(&vm, "tessera logs init | grep 'module loaded' || true");
     assert!(
-        !modules.contains("pkcs8_key_parser"),
-        "the image now loads pkcs8_key_parser at boot, so this test no longer shows that detection loads it:\n{modules}"
+        init.contains("virtio_net") && !init.contains("pkcs8_key_parser"),
+        "{init}"
     );
+    let modules = sh(&vm, "cat /proc/modules");
+    assert!(modules.contains("pkcs8_key_parser"), "{modules}");
+    let certmgr = sh(&vm, "tessera logs certmgr");
+    assert!(
+        certmgr.contains("node key generated")
+            && certmgr.contains("key_mode=kernel-rsa")
+            && certmgr.contains("why=\"detected: "),
+        "{certmgr}"
+    );
+    // The check's own detection agrees.
     let (out, f) = identity_check(&vm, "");
     assert!(out.contains("key mode kernel-rsa (detected:"), "{out}");
     assert_eq!(f["mode"], "kernel-rsa", "{out}");
     assert_eq!(f["result"], "ok", "{out}");
-    let modules = sh(&vm, "cat /proc/modules");
-    assert!(modules.contains("pkcs8_key_parser"), "{modules}");
 }
