@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod codec;
 pub mod defaults;
 pub mod directory;
+pub mod ephemeral_ca;
 pub mod error;
 pub mod hub;
 pub mod id;
@@ -36,6 +37,7 @@ pub mod pending;
 pub mod protocol;
 pub mod ring;
 pub mod service;
+pub mod testbed;
 
 pub use client::Client;
 pub use error::{Code, HubError};
