@@ -71,6 +71,7 @@ impl Testbed {
         config.gossip_listen = gossip_addr(i);
         config.gossip_interval = self.gossip_interval;
         config.socket = Some(self.socket(i));
+        config.api_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         let node = HubNode::start(config, self.ca.hub(&hub_name(i))?, &self.transport).await?;
         self.hubs.push(Some(node));
         Ok(i)
