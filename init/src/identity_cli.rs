@@ -50,6 +50,11 @@ pub enum IdentityCommand {
         /// Descriptor holding the token; default: $TESSERA_IDENTITY_FD.
         #[arg(long)]
         token_fd: Option<i32>,
+        /// Then build the agent's mTLS server and client configurations from it (CA and CRL
+        /// from certmgr) and run a TLS handshake between them: both sides sign with the
+        /// kernel-held key and verify the other. Prints `IDENTITY-MTLS …`.
+        #[arg(long)]
+        mtls: bool,
     },
     /// The Tessera keys this process can see in the kernel keyring (/proc/keys), tokens
     /// shortened: `keyctl show` for a console without keyutils.
@@ -105,7 +110,7 @@ pub fn run(cmd: IdentityCommand) -> anyhow::Result<ExitCode> {
             println!("{}", token.as_str());
             Ok(ExitCode::SUCCESS)
         }
-        IdentityCommand::Fetch { token_fd } => fetch_identity(token_fd),
+        IdentityCommand::Fetch { token_fd, mtls } => fetch_identity(token_fd, mtls),
         IdentityCommand::Keys => {
             let text = std::fs::read_to_string("/proc/keys")
                 .map_err(|e| anyhow::anyhow!("cannot read /proc/keys: {e}"))?;
@@ -149,12 +154,18 @@ fn status(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch_identity(token_fd: Option<i32>) -> anyhow::Result<ExitCode> {
+fn fetch_identity(token_fd: Option<i32>, mtls: bool) -> anyhow::Result<ExitCode> {
     let fd = fetch::token_fd(
         token_fd,
         std::env::var(tessera_certmgr::defaults::IDENTITY_FD_ENV).ok(),
     )?;
     let token = fetch::read_token_fd(fd)?;
+    if mtls {
+        let socket = tessera_certmgr::client::default_socket();
+        let id = tessera_certmgr::agent_identity::AgentIdentity::obtain(&token, &socket)?;
+        drop(token);
+        return mtls_check(&id);
+    }
     let fetched = fetch::fetch(&token)?;
     drop(token);
     let (private, private_type) = match &fetched.private_key {
@@ -170,6 +181,33 @@ fn fetch_identity(token_fd: Option<i32>) -> anyhow::Result<ExitCode> {
     if let Ok(text) = std::fs::read_to_string("/proc/keys") {
         print_keys(&text);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A handshake between this identity's own server and client configurations.
+fn mtls_check(id: &tessera_certmgr::agent_identity::AgentIdentity) -> anyhow::Result<ExitCode> {
+    let shown = |p: &Option<tessera_identity::profile::PeerIdentity>| match p {
+        Some(p) => format!(
+            "{} caps={}",
+            tessera_certmgr::ca_client::subject_text(p),
+            p.capabilities.join(",")
+        ),
+        None => "none".into(),
+    };
+    let outcome = tessera_identity::tls::loopback_handshake(
+        id.client_config()?,
+        id.server_config()?,
+        &id.dns_name(),
+    )
+    .map_err(|e| anyhow::anyhow!("the mTLS handshake with this identity failed: {e}"))?;
+    println!(
+        "IDENTITY-MTLS result=ok version={} crls={} name={} server_saw=\"{}\" client_saw=\"{}\"",
+        outcome.version,
+        id.trust.crls().len(),
+        id.dns_name(),
+        shown(&outcome.client_seen_by_server),
+        shown(&outcome.server_seen_by_client),
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -127,9 +127,39 @@ fn a_child_gets_its_certificate_and_kernel_held_key_through_request_key() {
         "{klog}"
     );
 
+    // The identity works for mTLS as agents use it: server and client configurations from
+    // the hand-off, the CA and its CRL from certmgr, both sides signing through the kernel.
+    assert_mtls(&vm, "container", "web1", "node1.example");
+
     // Nothing secret on any file system or in any process's environment or command line.
     let report = scan(&vm, &[&token], &[]);
     assert!(report.contains(" hits=0"), "{report}");
+}
+
+/// A child identity of `subsystem`/`agent` makes a TLS 1.3 mTLS handshake with itself, each
+/// side verifying the other against the pinned CA with the CA's CRL loaded.
+fn assert_mtls(vm: &Vm, subsystem: &str, agent: &str, node: &str) {
+    let out = sh(
+        vm,
+        &format!(
+            "tessera identity child-token {subsystem} {agent} | tessera identity fetch --token-fd 0 --mtls"
+        ),
+    );
+    let subject = format!("DC=prod, O={subsystem}, OU={node}, UID={agent}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("IDENTITY-MTLS "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("result=ok version=TLSv1_3 crls=1 "), "{line}");
+    assert!(line.contains(&format!("name={agent}.{node} ")), "{line}");
+    assert!(
+        line.contains(&format!("server_saw=\"{subject} caps=")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("client_saw=\"{subject} caps=")),
+        "{line}"
+    );
 }
 
 #[test]
@@ -160,6 +190,7 @@ fn ecdsa_children_get_possessor_only_keys_and_no_secret_leaks() {
         .find(|l| l.contains(&format!("tessera:identity-key:{}", f["serial"])))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(key_line.contains(" 2b000000 "), "{key_line}");
+    assert_mtls(&vm, "container", "web2", "node1.example");
 
     // The scanner finds what it looks for (a key-shaped file, a secret on a command line) ...
     // (Typed in pieces, so that not even the shell's history holds the markers whole.)

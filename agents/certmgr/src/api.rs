@@ -188,6 +188,7 @@ pub fn handle(line: &[u8], caller: Caller, ctx: &Context) -> Reply {
     };
     let result = match request {
         Request::Status => status(caller, ctx),
+        Request::Trust => trust(ctx),
         Request::ChildToken(req) => child_token(caller, ctx, req),
         Request::Redeem { token, pid } => redeem(caller, ctx, token, pid),
     };
@@ -228,6 +229,19 @@ fn status(caller: Caller, ctx: &Context) -> Result<Reply, ApiError> {
     if let Value::Object(m) = &mut v {
         m.insert("child_tokens_live".into(), ctx.tokens.live().into());
     }
+    let mut line = v.to_string().into_bytes();
+    line.push(b'\n');
+    Ok(Reply::Plain(line))
+}
+
+/// Public material only, so any local caller may ask.
+fn trust(ctx: &Context) -> Result<Reply, ApiError> {
+    let v = ctx.shared.trust_json().ok_or_else(|| {
+        ApiError::new(
+            "not_ready",
+            "the node has no identity yet, so there is no CA to trust; wait for certmgr to be ready (`tessera identity status` says why it waits)",
+        )
+    })?;
     let mut line = v.to_string().into_bytes();
     line.push(b'\n');
     Ok(Reply::Plain(line))

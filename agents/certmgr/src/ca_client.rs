@@ -244,6 +244,34 @@ impl CaClient {
         })
     }
 
+    /// `GET /v1/crl.pem` from the trusted CA: its current revocation list, checked against the
+    /// CA before it is handed to anyone.
+    pub fn fetch_crl(&self, trust: &CaTrust) -> Result<String, CaError> {
+        let config = tls::client_config(None, trust).map_err(|e| CaError::Config(e.to_string()))?;
+        let reply = match https::request(&self.url, config, "/v1/crl.pem", None, self.limits) {
+            Ok(r) => r,
+            Err(HttpError::Tls { source, .. }) => {
+                return Err(CaError::Untrusted {
+                    url: self.url_text.clone(),
+                    reason: source.to_string(),
+                })
+            }
+            Err(e) => return Err(self.transport(e)),
+        };
+        if reply.status != 200 {
+            return Err(self.error_reply(reply.status, &reply.body));
+        }
+        let pem = String::from_utf8_lossy(&reply.body).into_owned();
+        trust
+            .clone()
+            .with_crl_pem(&pem)
+            .map_err(|e| CaError::BadReply {
+                url: self.url_text.clone(),
+                why: format!("/v1/crl.pem: {e}"),
+            })?;
+        Ok(pem)
+    }
+
     /// `POST /v1/redeem`: the node's token and CSR.
     pub fn redeem(
         &self,

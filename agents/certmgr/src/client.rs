@@ -109,6 +109,18 @@ pub fn status(socket: &Path) -> Result<Value, ClientError> {
     json(&reply)
 }
 
+/// `{"op":"trust"}`: the CA certificate (PEM) and its CRL, if certmgr has one.
+pub fn trust(socket: &Path) -> Result<(String, Option<String>), ClientError> {
+    let reply = call(socket, br#"{"op":"trust"}"#, Duration::from_secs(10))?;
+    let v = json(&reply)?;
+    let ca = v
+        .get("ca_pem")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ClientError::BadReply("no \"ca_pem\" in the reply".into()))?;
+    let crl = v.get("crl_pem").and_then(Value::as_str).map(str::to_string);
+    Ok((ca.to_string(), crl))
+}
+
 /// `{"op":"child-token",…}`: the token, for piping to the child only.
 pub fn child_token(
     socket: &Path,

@@ -12,7 +12,7 @@
 //! in the kernel keyring, in key descriptions and over the unix socket only), trust anything
 //! the CA sends before its fingerprint checked out, or touch another agent's state.
 //!
-//! Modules, one job each: `service` (the `tessera agent certmgr` process), `settings` (user-data
+//! Modules, one job each: `agent_identity` (an agent's mTLS identity from the hand-off), `service` (the `tessera agent certmgr` process), `settings` (user-data
 //! and the bootstrap token in the keyring), `https` (a small HTTP/1.1 client over rustls),
 //! `ca_client` (the CA API, pinning), `bootstrap`, `renew` (scheduling), `standalone` (the
 //! node-local CA), `node` (the node identity and what certmgr says about it), `keygen` (child
@@ -22,6 +22,7 @@
 //! identity crate does not wrap), `fetch` (`tessera identity fetch` and `keys`), `scan`
 //! (`tessera identity scan`), `secret` (locked, zeroized buffers), `defaults`.
 
+pub mod agent_identity;
 pub mod api;
 pub mod bootstrap;
 pub mod ca_client;

@@ -54,6 +54,8 @@ pub struct State {
     /// The STATUS= text: why it waits, or what it holds.
     pub reason: String,
     pub identity: Option<NodeIdentity>,
+    /// The cluster CA's latest CRL (PEM), for agents' mTLS: fetched after every certificate.
+    pub crl_pem: Option<String>,
 }
 
 /// The state, shared by the identity loop and the socket API.
@@ -70,6 +72,7 @@ impl Shared {
                 ready: false,
                 reason: "starting".into(),
                 identity: None,
+                crl_pem: None,
             }),
         })
     }
@@ -87,6 +90,18 @@ impl Shared {
     /// The identity to sign children with, if the node has one.
     pub fn identity(&self) -> Option<NodeIdentity> {
         self.read(|s| s.identity.clone())
+    }
+
+    /// The `trust` reply of the socket protocol: the CA certificate agents pin and its CRL.
+    pub fn trust_json(&self) -> Option<Value> {
+        self.read(|s| {
+            let id = s.identity.as_ref()?;
+            let ca_pem = match &id.signer {
+                Signer::Ca { trust, .. } => trust.ca_pem(),
+                Signer::Local(local) => local.trust().ca_pem(),
+            };
+            Some(json!({"ca_pem": ca_pem, "crl_pem": s.crl_pem}))
+        })
     }
 
     /// The `status` reply of the socket protocol.

@@ -42,8 +42,13 @@ pub struct ChildRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     Status,
+    /// The CA certificate and CRL an agent pins for mTLS (public; any local caller).
+    Trust,
     ChildToken(ChildRequest),
-    Redeem { token: &'a str, pid: Option<u32> },
+    Redeem {
+        token: &'a str,
+        pid: Option<u32>,
+    },
 }
 
 /// A refusal: a stable code and a sentence with the cause and the fix.
@@ -100,6 +105,10 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ApiError> {
             extra(&[])?;
             Ok(Request::Status)
         }
+        "trust" => {
+            extra(&[])?;
+            Ok(Request::Trust)
+        }
         "child-token" => {
             extra(&["subsystem", "agent_id", "capabilities", "uris"])?;
             let subsystem = raw
@@ -125,7 +134,7 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ApiError> {
             })
         }
         other => Err(bad(format!(
-            "unknown op {:?} (status, child-token, redeem)",
+            "unknown op {:?} (status, trust, child-token, redeem)",
             other.chars().take(40).collect::<String>()
         ))),
     }
@@ -224,6 +233,7 @@ mod tests {
     #[test]
     fn requests_parse_and_protocol_errors_say_what_is_wrong() {
         assert_eq!(parse(br#"{"op":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(parse(br#"{"op":"trust"}"#).unwrap(), Request::Trust);
         assert_eq!(
             parse(br#"{"op":"child-token","subsystem":"hub","agent_id":"hub"}"#).unwrap(),
             Request::ChildToken(ChildRequest {

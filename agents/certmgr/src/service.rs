@@ -295,6 +295,26 @@ impl Lifecycle<'_> {
         msg.push(format!("STATUS={status}"));
         (self.notify)(&msg);
         self.last_status = status;
+        self.refresh_crl();
+    }
+
+    /// After READY (it is not on the boot path): the cluster CA's CRL, which agents check
+    /// peers against. A failure keeps the previous one and says so.
+    fn refresh_crl(&mut self) {
+        let Some(NodeIdentity {
+            signer: Signer::Ca { client, trust },
+            ..
+        }) = self.shared.identity()
+        else {
+            return;
+        };
+        match client.fetch_crl(&trust) {
+            Ok(pem) => self.shared.update(|s| s.crl_pem = Some(pem)),
+            Err(e) => self.events.warn(
+                "CRL not refreshed",
+                &[("error", e.to_string().into()), ("ca", client.url().into())],
+            ),
+        }
     }
 
     /// Standalone: the node-local CA signs; renewed locally; switch to the cluster CA as soon

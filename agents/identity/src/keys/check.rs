@@ -342,8 +342,8 @@ fn handshake_with(
         if flights > 10 {
             return Err(CheckError::HandshakeStalled(flights - 1));
         }
-        pump(&mut client, &mut server)?;
-        pump(&mut server, &mut client)?;
+        crate::tls::pump(&mut client, &mut server)?;
+        crate::tls::pump(&mut server, &mut client)?;
     }
     let handshake = started.elapsed();
 
@@ -351,7 +351,7 @@ fn handshake_with(
         .writer()
         .write_all(b"ping")
         .map_err(CheckError::TlsIo)?;
-    pump(&mut client, &mut server)?;
+    crate::tls::pump(&mut client, &mut server)?;
     let mut got = [0u8; 4];
     server
         .reader()
@@ -378,24 +378,6 @@ fn handshake_with(
         scheme: format!("{scheme:?}"),
     };
     Ok((handshake, outcome))
-}
-
-/// Moves every pending TLS record from one peer to the other and lets the receiver process it.
-fn pump<A, B, DA, DB>(from: &mut A, to: &mut B) -> Result<(), CheckError>
-where
-    A: std::ops::DerefMut<Target = rustls::ConnectionCommon<DA>>,
-    B: std::ops::DerefMut<Target = rustls::ConnectionCommon<DB>>,
-{
-    let mut wire = Vec::new();
-    while from.wants_write() {
-        from.write_tls(&mut wire).map_err(CheckError::TlsIo)?;
-    }
-    let mut rest = wire.as_slice();
-    while !rest.is_empty() {
-        to.read_tls(&mut rest).map_err(CheckError::TlsIo)?;
-        to.process_new_packets()?;
-    }
-    Ok(())
 }
 
 fn ms(d: Duration) -> String {

@@ -49,13 +49,18 @@ struct Inner {
     /// Uncompressed SEC1 point (65 bytes).
     public_point: Vec<u8>,
     spki: Vec<u8>,
+    /// Invalidate the kernel key with the last handle: false only while an adoption is still
+    /// being checked, so that a failed one leaves the key as it was.
+    owned: bool,
     pkcs8_len: usize,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Best effort: the key may already be gone with its keyring.
-        let _ = self.key.invalidate();
+        if self.owned {
+            let _ = self.key.invalidate();
+        }
     }
 }
 
@@ -87,11 +92,34 @@ impl EcdsaP256Key {
             public_point,
             spki,
             pkcs8_len,
+            owned: true,
         };
         key.set_perm(ecdsa_permissions())
             .map_err(KeyError::Permissions)?;
         Ok(EcdsaP256Key {
             inner: Arc::new(inner),
+        })
+    }
+
+    /// Takes over a P-256 key the kernel already holds in this process's keyrings (a child's,
+    /// instantiated by the request-key callout) for the certificate whose public key is
+    /// `public_point` (uncompressed SEC1): every signature checks the stored key against it.
+    pub fn adopt(key: Key, public_point: &[u8]) -> Result<EcdsaP256Key, KeyError> {
+        let pkcs8_len = key.read_into(&mut []).map_err(KeyError::Read)?;
+        let inner = Inner {
+            key,
+            public_point: public_point.to_vec(),
+            spki: spki_der(public_point, &rcgen::PKCS_ECDSA_P256_SHA256),
+            pkcs8_len,
+            owned: false,
+        };
+        let ecdsa = EcdsaP256Key {
+            inner: Arc::new(inner),
+        };
+        // A first signature proves the pair now rather than in the middle of a handshake.
+        ecdsa.sign(b"tessera: adopting a kernel-held key")?;
+        Ok(EcdsaP256Key {
+            inner: super::take_ownership(ecdsa.inner, |i| i.owned = true),
         })
     }
 
@@ -249,6 +277,7 @@ mod tests {
                 public_point: like.inner.public_point.clone(),
                 spki: like.inner.spki.clone(),
                 pkcs8_len: like.inner.pkcs8_len,
+                owned: true,
             }),
         }
     }

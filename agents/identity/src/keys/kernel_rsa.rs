@@ -50,12 +50,17 @@ struct Inner {
     /// RSAPublicKey DER (what rcgen puts in the SPKI bit string).
     rsa_public: Vec<u8>,
     spki: Vec<u8>,
+    /// Invalidate the kernel key with the last handle: false only while an adoption is still
+    /// being checked, so that a failed one leaves the key as it was.
+    owned: bool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Best effort: the key may already be gone with its keyring.
-        let _ = self.key.invalidate();
+        if self.owned {
+            let _ = self.key.invalidate();
+        }
     }
 }
 
@@ -98,6 +103,7 @@ impl KernelRsaKey {
             mod_bits,
             rsa_public,
             spki,
+            owned: true,
         };
         key.set_perm(rsa_permissions())
             .map_err(KeyError::Permissions)?;
@@ -106,6 +112,46 @@ impl KernelRsaKey {
         };
         rsa.check_kernel_key()?;
         Ok(rsa)
+    }
+
+    /// Takes over an RSA key the kernel already holds in this process's keyrings (a child's,
+    /// instantiated by the request-key callout) for the certificate whose public key is
+    /// `rsa_public` (RSAPublicKey DER): the kernel must refuse to read it back, and a probe
+    /// signature made through it must verify with that public key.
+    pub fn adopt(key: Key, rsa_public: &[u8]) -> Result<KernelRsaKey, KeyError> {
+        use x509_parser::prelude::FromDer;
+        let public = x509_parser::public_key::RSAPublicKey::from_der(rsa_public)
+            .map_err(|e| KeyError::CertificateMismatch(format!("not an RSA public key: {e}")))?
+            .1;
+        let mod_bits = public.key_size();
+        let inner = Inner {
+            key,
+            mod_bits,
+            rsa_public: rsa_public.to_vec(),
+            spki: spki_der(rsa_public, &rcgen::PKCS_RSA_SHA256),
+            owned: false,
+        };
+        let rsa = KernelRsaKey {
+            inner: Arc::new(inner),
+        };
+        rsa.check_kernel_key()?;
+        let mut probe = [0u8; 32];
+        SystemRng::new().fill(&mut probe)?;
+        let signature = rsa.sign_pss_sha256(&probe)?;
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PSS_2048_8192_SHA256,
+            rsa_public,
+        )
+        .verify(&probe, &signature)
+        .map_err(|_| {
+            KeyError::CertificateMismatch(format!(
+                "kernel key {} does not sign for the certificate's public key",
+                key.serial()
+            ))
+        })?;
+        Ok(KernelRsaKey {
+            inner: super::take_ownership(rsa.inner, |i| i.owned = true),
+        })
     }
 
     /// The key must be unreadable and must offer the raw private operation at our size.

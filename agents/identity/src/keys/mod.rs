@@ -34,6 +34,9 @@ pub use kernel_rsa::{rsa_permissions, KernelRsaKey, RSA_BITS, RSA_KEY_TYPE};
 pub use rng::RngError;
 
 use crate::keyring::{Key, Keyring};
+
+const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::sign::CertifiedKey;
 use std::fmt;
@@ -185,6 +188,24 @@ impl NodeKey {
         })
     }
 
+    /// Takes over the private key `key` (already in this process's keyrings) for the end-entity
+    /// certificate `leaf`; its mode follows the certificate's public-key algorithm. Fails when
+    /// the kernel key does not sign for that public key.
+    pub fn adopt(key: Key, leaf: &CertificateDer<'_>) -> Result<NodeKey, KeyError> {
+        use x509_parser::prelude::FromDer;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
+            .map_err(|e| KeyError::CertificateMismatch(format!("unreadable certificate: {e}")))?;
+        let spki = &cert.tbs_certificate.subject_pki;
+        let public = spki.subject_public_key.data.as_ref();
+        match spki.algorithm.algorithm.to_id_string().as_str() {
+            OID_RSA_ENCRYPTION => Ok(NodeKey::KernelRsa(KernelRsaKey::adopt(key, public)?)),
+            OID_EC_PUBLIC_KEY => Ok(NodeKey::EcdsaP256(EcdsaP256Key::adopt(key, public)?)),
+            other => Err(KeyError::CertificateMismatch(format!(
+                "public-key algorithm {other} is neither RSA nor ECDSA P-256"
+            ))),
+        }
+    }
+
     pub fn mode(&self) -> KeyMode {
         match self {
             NodeKey::KernelRsa(_) => KeyMode::KernelRsa,
@@ -290,6 +311,15 @@ fn fingerprint(spki: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `inner` with `mark` applied; adoption holds the only handle, so it is unwrapped in place.
+fn take_ownership<T>(inner: Arc<T>, mark: impl FnOnce(&mut T)) -> Arc<T> {
+    let mut inner = inner;
+    if let Some(i) = Arc::get_mut(&mut inner) {
+        mark(i);
+    }
+    inner
 }
 
 fn certified(

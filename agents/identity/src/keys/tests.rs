@@ -125,6 +125,32 @@ fn certified_key_must_match_the_certificate() {
 }
 
 #[test]
+fn a_kernel_key_is_adopted_only_for_its_own_certificate() {
+    let ring = Scratch::new("tessera-test-keys-adopt");
+    let key = NodeKey::generate(KeyMode::EcdsaP256, &ring.0).unwrap();
+    let own = rcgen::CertificateParams::new(vec!["a.invalid".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let foreign = rcgen::CertificateParams::new(vec!["a.invalid".to_string()])
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    // Refused adoptions say why and leave the kernel key in place.
+    let err = NodeKey::adopt(key.kernel_key(), foreign.der()).unwrap_err();
+    assert!(matches!(err, KeyError::BadKeyMaterial { .. }), "{err}");
+    let err = NodeKey::adopt(key.kernel_key(), &CertificateDer::from(vec![1u8, 2, 3])).unwrap_err();
+    assert!(matches!(err, KeyError::CertificateMismatch(_)), "{err}");
+    assert!(key.kernel_key().describe().is_ok());
+    // The adopted handle signs for the certificate, and makes a working rustls identity.
+    let adopted = NodeKey::adopt(key.kernel_key(), own.der()).unwrap();
+    assert_eq!(adopted.mode(), KeyMode::EcdsaP256);
+    assert_eq!(adopted.public_key_spki(), key.public_key_spki());
+    let certified = adopted.into_certified_key(vec![own.der().clone()]).unwrap();
+    assert!(certified.keys_match().is_ok());
+}
+
+#[test]
 fn ecdsa_check_passes_end_to_end_on_the_host() {
     // The check scans the whole process's memory for the key: run it in a process of its own,
     // away from the threads of other tests (their buffers made the scan flaky).
