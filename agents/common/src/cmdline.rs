@@ -21,6 +21,8 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "modules",
         "extra kernel modules to load at boot, comma-separated",
     ),
+    ("imds", "IMDSv2 endpoint (http://host:port) or off"),
+    ("certmgr_key", "the node key mode: kernel-rsa or ecdsa-p256"),
 ];
 
 /// The `tessera.*` part of a kernel command line.

@@ -62,19 +62,7 @@ impl ServiceOptions {
     /// The node's: /proc/cmdline, /sys/class/block, /dev, /run/tessera.
     pub fn for_node() -> std::io::Result<Self> {
         let text = std::fs::read_to_string("/proc/cmdline")?;
-        let mut cmdline = KernelArgs::parse(&text);
-        // Until `imds` is in tessera_common::cmdline::KNOWN_KEYS, KernelArgs drops its value.
-        if cmdline.get(defaults::IMDS_KERNEL_ARG).is_none() {
-            let prefix = format!("tessera.{}=", defaults::IMDS_KERNEL_ARG);
-            if let Some(v) = text
-                .split_ascii_whitespace()
-                .find_map(|w| w.strip_prefix(prefix.as_str()))
-            {
-                cmdline
-                    .values
-                    .insert(defaults::IMDS_KERNEL_ARG.into(), v.replace('"', ""));
-            }
-        }
+        let cmdline = KernelArgs::parse(&text);
         let env = std::env::var(defaults::IMDS_ENDPOINT_ENV).ok();
         let mut opts = Self::with_cmdline(cmdline, env.as_deref());
         opts.token_keyring = Some(token_handoff::USER_KEYRING);
