@@ -1,6 +1,5 @@
 //! Node bootstrap (thesis 4.9.6, "Initial handoff"): with the key generated on the node,
-//! fetch the CA certificate from a server that must present the pinned fingerprint, then send
-//! the one-time token and the CSR; or, standalone, have the node-local CA sign. Either way the
+//! send the one-time token and the CSR to a server that must present the pinned CA; or, standalone, have the node-local CA sign. Either way the
 //! result is the node identity: certificate chain plus the kernel-held key, for mTLS.
 
 use std::sync::Arc;
@@ -15,23 +14,17 @@ use crate::renew;
 use crate::settings::CaSettings;
 use crate::standalone::LocalCa;
 
-/// One bootstrap attempt against the CA: pinned first contact, then redeem. The CSR is made
-/// only once the CA proved it is the pinned one.
+/// One bootstrap attempt against the CA: the token and CSR go over one connection, and only
+/// once the server proved in the handshake that it holds the pinned CA.
 pub fn attempt(
     client: &CaClient,
     ca: &CaSettings,
     key: &NodeKey,
     node: Option<&str>,
 ) -> Result<NodeIdentity, CaError> {
-    let trust = client.fetch_trust()?;
     let csr = profile::csr_pem(key).map_err(|e| CaError::Config(format!("CSR: {e}")))?;
-    let issued = client.redeem(
-        &trust,
-        ca.token.expose(),
-        &csr,
-        node,
-        defaults::NODE_SUBSYSTEM,
-    )?;
+    let (issued, trust) =
+        client.redeem_pinned(ca.token.expose(), &csr, node, defaults::NODE_SUBSYSTEM)?;
     certify(
         key,
         issued,

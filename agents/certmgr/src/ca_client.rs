@@ -230,8 +230,12 @@ impl CaClient {
         if reply.status != 200 {
             return Err(self.error_reply(reply.status, &reply.body));
         }
-        let pem = String::from_utf8_lossy(&reply.body);
-        CaTrust::from_pem_pinned(&pem, &self.fingerprint).map_err(|e| match e {
+        self.pinned_trust(&String::from_utf8_lossy(&reply.body), "/v1/ca.pem")
+    }
+
+    /// The CA certificate `pem` (from `what`), which must have the pinned fingerprint.
+    fn pinned_trust(&self, pem: &str, what: &str) -> Result<CaTrust, CaError> {
+        CaTrust::from_pem_pinned(pem, &self.fingerprint).map_err(|e| match e {
             TlsError::FingerprintMismatch { actual, .. } => CaError::FingerprintMismatch {
                 url: self.url_text.clone(),
                 presented: actual,
@@ -239,7 +243,7 @@ impl CaClient {
             },
             other => CaError::BadReply {
                 url: self.url_text.clone(),
-                why: format!("/v1/ca.pem: {other}"),
+                why: format!("{what}: {other}"),
             },
         })
     }
@@ -272,28 +276,40 @@ impl CaClient {
         Ok(pem)
     }
 
-    /// `POST /v1/redeem`: the node's token and CSR.
-    pub fn redeem(
+    /// `POST /v1/redeem` with the node's token and CSR, as the first contact: one connection
+    /// to a server that must present the pinned CA in its chain — when it does not, the
+    /// handshake fails and nothing is sent — and whose reply must carry that same CA.
+    pub fn redeem_pinned(
         &self,
-        trust: &CaTrust,
         token: &str,
         csr_pem: &str,
         node: Option<&str>,
         subsystem: &str,
-    ) -> Result<Issued, CaError> {
+    ) -> Result<(Issued, CaTrust), CaError> {
+        let config = tls::pinned_client_config(&self.fingerprint, None)
+            .map_err(|e| CaError::Config(e.to_string()))?;
         let body = RedeemBody {
             token,
             csr_pem,
             node,
             subsystem,
         };
-        self.post(
-            trust,
-            None,
+        let reply = self.send(
+            config,
             "/v1/redeem",
             &body,
             token.len() + csr_pem.len(),
-        )
+            |source| self.refused_server(source),
+        )?;
+        let ca_pem = serde_json::from_slice::<IssuedReply>(&reply)
+            .map(|r| r.ca_pem)
+            .map_err(|e| CaError::BadReply {
+                url: self.url_text.clone(),
+                why: format!("not the JSON of an issued certificate ({e})"),
+            })?;
+        let trust = self.pinned_trust(&ca_pem, "/v1/redeem")?;
+        let issued = self.issued(&reply, &trust)?;
+        Ok((issued, trust))
     }
 
     /// `POST /v1/renew` over mTLS with the current identity.
@@ -339,25 +355,37 @@ impl CaClient {
     ) -> Result<Issued, CaError> {
         let config: Arc<ClientConfig> =
             tls::client_config(identity, trust).map_err(|e| CaError::Config(e.to_string()))?;
+        let reply = self.send(config, path, body, size_hint, |source| CaError::Untrusted {
+            url: self.url_text.clone(),
+            reason: source.to_string(),
+        })?;
+        self.issued(&reply, trust)
+    }
+
+    /// POSTs `body` as JSON and returns the body of a 200 reply; `on_tls` explains a failed
+    /// handshake.
+    fn send(
+        &self,
+        config: Arc<ClientConfig>,
+        path: &str,
+        body: &impl Serialize,
+        size_hint: usize,
+        on_tls: impl FnOnce(rustls::Error) -> CaError,
+    ) -> Result<Vec<u8>, CaError> {
         // Sized once (CSR PEM needs no escaping but newlines), so serializing never
         // reallocates and leaves no copy of the token behind.
         let mut json = Zeroizing::new(Vec::with_capacity(2 * size_hint + 1024));
         serde_json::to_writer(&mut *json, body).map_err(|e| CaError::Config(e.to_string()))?;
         let reply = match https::request(&self.url, config, path, Some(&json), self.limits) {
             Ok(r) => r,
-            Err(HttpError::Tls { source, .. }) => {
-                return Err(CaError::Untrusted {
-                    url: self.url_text.clone(),
-                    reason: source.to_string(),
-                })
-            }
+            Err(HttpError::Tls { source, .. }) => return Err(on_tls(source)),
             Err(e) => return Err(self.transport(e)),
         };
         drop(json);
         if reply.status != 200 {
             return Err(self.error_reply(reply.status, &reply.body));
         }
-        self.issued(&reply.body, trust)
+        Ok(reply.body)
     }
 
     fn issued(&self, body: &[u8], trust: &CaTrust) -> Result<Issued, CaError> {
