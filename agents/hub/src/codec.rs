@@ -171,7 +171,8 @@ where
                 next = rx.try_recv().ok();
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        // Flush too: a TLS stream may keep records back until then.
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             return;
         }
     }

@@ -289,3 +289,29 @@ async fn ten_hubs_agree_on_the_ring_and_components_land_in_their_hubs_vnodes() {
     assert!(placed > 0);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_caller_in_a_row_across_hubs_never_waits_for_the_next_message() {
+    // Regression: a TLS link that kept records back until the next write stalled a lone
+    // caller until its request expired.
+    let t = Testbed::start(2, GOSSIP).await.unwrap();
+    converged(&t).await;
+    let a = component(&t, 0, "a").await;
+    a.register(&["web"]).await.unwrap();
+    assert!(t
+        .wait_for(LIMIT, |t| members_seen(t, 1, "web") == 1)
+        .await
+        .is_some());
+    let caller = Client::connect_anonymous(&t.socket(1)).await.unwrap();
+    for i in 0..300 {
+        let r = caller
+            .request(
+                Request::new(Target::Group("web".into()), "get")
+                    .inputs(json!(i))
+                    .expiry(Duration::from_secs(10)),
+            )
+            .await;
+        assert_eq!(r.result.unwrap()["inputs"], json!(i), "call {i}");
+    }
+    t.stop().await;
+}
