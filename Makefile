@@ -39,14 +39,14 @@ unit: deps
 e2e: image
 	cargo test --locked -p tessera-e2e --no-fail-fast -- --test-threads=2
 
-# Main job: build, boot a node in QEMU, show what runs on it, power it off, summarise.
+# Main job: a local CA, a node booted in QEMU with a one-time token from it, what runs on the
+# node, power off, the CA's ledger (scripts/demo.sh).
 # `make demo CONSOLE=1` (or `make console`) leaves you on the node's console instead.
 demo: image
 ifeq ($(CONSOLE),1)
 	$(BIN) vm run --boot kernel --interactive
 else
-	$(BIN) vm run --boot kernel --timeout 5m \
-	  --script "tessera status" --script "tessera logs init" --script "ps | grep -v '\\['" --script "tessera poweroff"
+	BIN=$(BIN) scripts/demo.sh
 endif
 
 console: image
