@@ -139,14 +139,11 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         return Err(CodecError::Oversized { len, max });
     }
     buf.clear();
-    buf.resize(len, 0);
-    let mut got = 0;
-    while got < len {
-        let n = r.read(&mut buf[got..]).await?;
-        if n == 0 {
-            return Err(CodecError::Truncated { got, expected: len });
-        }
-        got += n;
+    buf.reserve(len);
+    // Reads straight into the spare capacity: no zero-filling of the buffer first.
+    let got = (&mut *r).take(len as u64).read_to_end(buf).await?;
+    if got < len {
+        return Err(CodecError::Truncated { got, expected: len });
     }
     decode(buf).map(Some)
 }

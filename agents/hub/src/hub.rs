@@ -303,6 +303,8 @@ impl Hub {
         };
         if let Some(s) = inner.sessions.get_mut(&session) {
             s.component = Some(id);
+            // Components are named by their id as callers.
+            s.label = id.to_string();
         }
         inner.components.insert(id, session);
         inner.dir.local.components.insert(id, info.clone());
@@ -728,13 +730,11 @@ impl Hub {
     // Routing
 
     fn caller_label(&self, inner: &Inner, session: SessionId) -> String {
-        match inner.sessions.get(&session) {
-            Some(Session {
-                component: Some(c), ..
-            }) => c.to_string(),
-            Some(s) => s.label.clone(),
-            None => String::new(),
-        }
+        inner
+            .sessions
+            .get(&session)
+            .map(|s| s.label.clone())
+            .unwrap_or_default()
     }
 
     fn resolve(

@@ -197,19 +197,32 @@ impl TargetId {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let buf = self.hex_bytes();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The 40 lower-case hex digits, without allocating.
+    fn hex_bytes(&self) -> [u8; 40] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 40];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[(b >> 4) as usize];
+            out[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        out
     }
 }
 
 impl fmt::Display for TargetId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        let buf = self.hex_bytes();
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
 impl fmt::Debug for TargetId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -230,7 +243,8 @@ impl FromStr for TargetId {
 
 impl Serialize for TargetId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        let buf = self.hex_bytes();
+        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
     }
 }
 
