@@ -366,3 +366,46 @@ pub fn run(args: HubArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(run_async(args))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_bodies_carry_target_selector_inputs_and_expiry() {
+        let b = call_body(
+            "group:web",
+            "get",
+            "",
+            r#"{"a":1}"#,
+            true,
+            Some(Duration::from_millis(1500)),
+        )
+        .unwrap();
+        assert_eq!(b["target"], json!({"group": "web"}));
+        assert_eq!(b["selector"], "all");
+        assert_eq!(b["inputs"], json!({"a": 1}));
+        assert_eq!(b["expiry_ms"], 1500);
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        let b = call_body(id, "get", "obj", "null", false, None).unwrap();
+        assert_eq!(b["target"], json!({"component": id}));
+        assert_eq!(b["selector"], "any");
+        assert!(b.get("expiry_ms").is_none());
+        let e = call_body("web", "get", "", "not json", false, None).unwrap_err();
+        assert!(e.to_string().contains("is not JSON"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_code_and_reason() {
+        let e = check(
+            404,
+            json!({"error": "no_target", "reason": "group \"x\" has no members"}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the hub refused (404 no_target): group \"x\" has no members"
+        );
+        assert!(check(200, json!({})).is_ok());
+    }
+}
