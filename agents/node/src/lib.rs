@@ -6,4 +6,8 @@
 //! (structured log events); everything it configures goes through the kernel's own
 //! interfaces (rtnetlink, sockets, /proc/sys), never by running `ip` or `udhcpc`.
 
+pub mod api;
+pub mod health;
+pub mod lifecycle;
+pub mod metrics;
 pub mod net;
