@@ -108,6 +108,10 @@ enum Command {
     /// Node identity: check the key handling on this kernel.
     #[command(subcommand)]
     Identity(identity_cli::IdentityCommand),
+    /// The node API from the host, over mTLS with an operator certificate.
+    Node(tessera_node::cli::NodeArgs),
+    /// This node's metrics in the Prometheus text format (what /metrics serves).
+    Metrics,
     /// Run one of the node's agents (they are started by PID 1 from their service files).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -124,6 +128,8 @@ enum AgentCommand {
     Net,
     /// Certificate manager: node identity (CA bootstrap, renewal, standalone), child tokens.
     Certmgr,
+    /// Node agent: node API (mTLS), metrics, health checks, life-cycle.
+    Node,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -253,6 +259,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
         Command::Identity(cmd) => return identity_cli::run(cmd),
+        Command::Node(args) => return tessera_node::cli::run_node(args),
+        Command::Metrics => tessera_node::cli::run_metrics()?,
+        Command::Agent(AgentCommand::Node) => tessera_node::api::service::run()?,
         #[cfg(feature = "host")]
         Command::Ca(cmd) => tessera_ca::run(cmd)?,
         Command::Agent(AgentCommand::Userdata) => tessera_userdata::run_service()?,

@@ -17,6 +17,14 @@ fn summary(s: &ServiceSpec) -> String {
     )
 }
 
+/// The `[health]` line, only for files that have one.
+fn health_summary(s: &ServiceSpec) -> String {
+    s.health
+        .as_ref()
+        .map(|h| format!("health={}\n", serde_json::to_string(h).unwrap()))
+        .unwrap_or_default()
+}
+
 #[test]
 fn manifests_match_their_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/manifests");
@@ -31,7 +39,7 @@ fn manifests_match_their_golden_files() {
         let text = std::fs::read_to_string(&file).unwrap();
         let name = Path::new(file.file_name().unwrap());
         let got = match parse(name, &text) {
-            Ok(spec) => summary(&spec),
+            Ok(spec) => summary(&spec) + &health_summary(&spec),
             Err(e) => format!("{e}\n"),
         };
         let expected = std::fs::read_to_string(file.with_extension("expected")).unwrap();

@@ -7,6 +7,7 @@
 //! interfaces (rtnetlink, sockets, /proc/sys), never by running `ip` or `udhcpc`.
 
 pub mod api;
+pub mod cli;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;

@@ -151,6 +151,8 @@ pub struct ServiceSpec {
     pub console_level: tessera_common::log::Level,
     /// Obtain an identity from certmgr before starting (subsystem, agent id).
     pub identity: Option<(String, String)>,
+    /// The `[health]` check the node agent runs for this service.
+    pub health: Option<tessera_node::health::spec::HealthSpec>,
 }
 
 // ---- raw form, as written in the file ----
@@ -186,6 +188,7 @@ struct RawService {
     console: bool,
     console_level: Option<LevelName>,
     identity: Option<toml::Spanned<IdentitySpec>>,
+    health: Option<toml::Spanned<tessera_node::health::spec::RawHealth>>,
 }
 
 #[derive(Deserialize)]
@@ -497,6 +500,13 @@ pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, ManifestError> {
         }
         None => None,
     };
+    let health = match raw.health {
+        Some(h) => Some(
+            tessera_node::health::spec::HealthSpec::check(h.get_ref())
+                .map_err(|e| err_at(Some(h.span()), e.to_string()))?,
+        ),
+        None => None,
+    };
     Ok(ServiceSpec {
         name,
         file: file.to_path_buf(),
@@ -527,6 +537,7 @@ pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, ManifestError> {
             .console_level
             .map_or(tessera_common::log::Level::Info, |l| l.0),
         identity,
+        health,
     })
 }
 
@@ -688,6 +699,18 @@ mod tests {
         assert!(p("name = \"Web Server\"\nexec = \"/bin/x\"").is_err());
         assert!(p("name = \"../x\"\nexec = \"/bin/x\"").is_err());
         assert!(p("exec = \"/bin/x\"\nrequires = [\"web\"]").is_err());
+    }
+
+    #[test]
+    fn health_table_is_checked_and_errors_name_the_field() {
+        let s =
+            p("exec = \"/bin/x\"\n[health]\nkind = \"tcp\"\ntarget = \"127.0.0.1:80\"\n").unwrap();
+        assert!(s.health.is_some());
+        let e = p("exec = \"/bin/x\"\n[health]\nkind = \"tcp\"\n").unwrap_err();
+        assert!(e.message.starts_with("health.target:"), "{e}");
+        assert_eq!(e.line.map(|l| l.0), Some(2), "{e}");
+        let e = p("exec = \"/bin/x\"\n[health]\nkind = \"tcp\"\nevery = \"1s\"\n").unwrap_err();
+        assert!(e.message.contains("every"), "{e}");
     }
 
     #[test]
