@@ -142,3 +142,29 @@ pub fn status_row(status: &str, service: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Starts a direct-kernel VM of the default image with host ports forwarded to guest ports
+/// (`(host, guest)`, the host side on 127.0.0.1 only).
+pub fn boot_with_forwards(name: &str, append: &[&str], forwards: &[(u16, u16)]) -> Vm {
+    let mut cfg = VmConfig::new(BootMode::Kernel, &default_image());
+    cfg.name = name.to_string();
+    cfg.append = append.iter().map(|s| s.to_string()).collect();
+    cfg.forwards = forwards
+        .iter()
+        .map(|&(host, guest)| tessera_qemu::PortForward { host, guest })
+        .collect();
+    let logs = repo_root().join("out/e2e-logs");
+    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
+    let log = logs.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    cfg.log_file = Some(log);
+    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+}
+
+/// A free TCP port on 127.0.0.1 (for a forward).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

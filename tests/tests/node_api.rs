@@ -1,0 +1,155 @@
+//! End-to-end: the node API in QEMU. The node boots with a one-time token from a CA on the
+//! host, the `node` service gets its certificate from certmgr (O=node, UID=node), and the host
+//! talks to it through a forwarded port with `curl` and an operator certificate of that CA
+//! (`tessera ca init` writes admin.pem/admin.key): status, /metrics (parsed by the
+//! `prometheus-parse` crate), mark-unavailable, and a client without a certificate refused.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tessera_e2e::ca::HostCa;
+use tessera_e2e::*;
+use tessera_qemu::BootMode;
+
+const NODE: &str = "node1.example";
+const NAME: &str = "node.node1.example";
+
+struct Curl {
+    port: u16,
+    state: std::path::PathBuf,
+}
+
+impl Curl {
+    /// `curl` against https://node.node1.example:<port><path>, resolved to 127.0.0.1, the CA
+    /// pinned; `with_cert` adds the operator certificate.
+    fn run(&self, with_cert: bool, extra: &[&str], path: &str) -> Output {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--resolve"])
+            .arg(format!("{NAME}:{}:127.0.0.1", self.port))
+            .arg("--cacert")
+            .arg(self.state.join("ca.pem"));
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(self.state.join("admin.pem"))
+                .arg("--key")
+                .arg(self.state.join("admin.key"));
+        }
+        cmd.args(extra)
+            .arg(format!("https://{NAME}:{}{path}", self.port))
+            .output()
+            .expect("run curl")
+    }
+
+    fn ok(&self, extra: &[&str], path: &str) -> String {
+        let out = self.run(true, extra, path);
+        assert!(
+            out.status.success(),
+            "curl {path} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
+    let ca = HostCa::start("node-api");
+    let token = ca.token(NODE);
+    let args = ca.kernel_args(&token, NODE);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let port = free_port();
+    let vm = boot_with_forwards("node-api", &refs, &[(port, 7443)]);
+    wait_ready(&vm, BootMode::Kernel);
+    // While the firewall is in the image, the API's port has to be exposed to reach it.
+    sh(&vm, "[ -S /run/tessera/firewall.sock ] && tessera firewall expose 7443/tcp --scope public --owner node; true");
+    let curl = Curl {
+        port,
+        state: ca.state.clone(),
+    };
+
+    // The node agent comes up after certmgr: poll until the API answers.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let out = curl.run(true, &[], "/v1/status");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node API never answered: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sh(&vm, "tessera status; tessera logs node")
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let v = json(&status);
+    assert_eq!(v["lifecycle"]["state"], "available", "{status}");
+    assert_eq!(v["node"]["hostname"], NODE, "{status}");
+    let services = v["services"].as_array().expect("services");
+    assert!(
+        services
+            .iter()
+            .any(|s| s["name"] == "node" && s["state"] == "ready"),
+        "{status}"
+    );
+
+    // /metrics, parsed by a Prometheus text parser nobody here wrote.
+    let text = curl.ok(&[], "/metrics");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse ({e}):\n{text}"));
+    let has = |m: &str| scrape.samples.iter().any(|s| s.metric == m);
+    for m in [
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_load1",
+        "node_network_receive_bytes_total",
+        "tessera_service_memory_bytes",
+        "tessera_service_up",
+    ] {
+        assert!(has(m), "{m} missing from /metrics:\n{text}");
+    }
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "tessera_service_memory_bytes"
+                && s.labels.get("service") == Some("certmgr")),
+        "no cgroup memory for certmgr:\n{text}"
+    );
+
+    // mark-unavailable through the API changes the status, with the reason.
+    let marked = curl.ok(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"state":"unavailable","reason":"e2e maintenance"}"#,
+        ],
+        "/v1/lifecycle",
+    );
+    assert_eq!(
+        json(&marked)["lifecycle"]["state"],
+        "unavailable",
+        "{marked}"
+    );
+    let v = json(&curl.ok(&[], "/v1/status"));
+    assert_eq!(v["lifecycle"]["state"], "unavailable");
+    assert_eq!(
+        v["lifecycle"]["reason"],
+        "marked unavailable by operator admin: e2e maintenance"
+    );
+
+    // A client without a certificate gets no answer.
+    let out = curl.run(false, &[], "/v1/status");
+    assert!(
+        !out.status.success(),
+        "a client without a certificate was served: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
