@@ -146,7 +146,7 @@ pub fn status_row(status: &str, service: &str) -> Vec<String> {
 /// Starts a direct-kernel VM of the default image with host ports forwarded to guest ports
 /// (`(host, guest)`, the host side on 127.0.0.1 only).
 pub fn boot_with_forwards(name: &str, append: &[&str], forwards: &[(u16, u16)]) -> Vm {
-    let mut cfg = VmConfig::new(BootMode::Kernel, &default_image());
+    let mut cfg = VmConfig::new(BootMode::Kernel, default_image());
     cfg.name = name.to_string();
     cfg.append = append.iter().map(|s| s.to_string()).collect();
     cfg.forwards = forwards

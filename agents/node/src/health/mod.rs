@@ -77,7 +77,7 @@ pub async fn run(node: Arc<Node>, checks: Vec<(String, HealthSpec)>) {
                 },
             };
             let before = results.get(name).and_then(|r| r.healthy);
-            if before != healthy || results.get(name).is_none() {
+            if before != healthy || !results.contains_key(name) {
                 let level = if healthy == Some(false) {
                     "warn"
                 } else {
