@@ -8,7 +8,7 @@ NODE_BIN := out/bin/tessera-node
 export CC_x86_64_unknown_linux_musl := musl-gcc
 export CARGO_TERM_COLOR := never
 
-.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity lock clean
+.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub lock clean
 
 all: image
 
@@ -52,7 +52,7 @@ endif
 console: image
 	$(BIN) vm run --boot kernel --interactive
 
-bench: bench-boot bench-ca bench-identity
+bench: bench-boot bench-ca bench-identity bench-hub
 
 bench-boot: image
 	$(BIN) bench boot --runs 5
@@ -66,6 +66,12 @@ bench-ca: build
 # PID 1 start → node certificate, per key mode, against the skeleton boot in the same run.
 bench-identity: image
 	$(BIN) bench identity --runs 5
+
+# The peer is NATS request-reply through Debian's nats-server, measured in the same run.
+bench-hub: build
+	@dpkg-query -W -f='$${Status}' nats-server 2>/dev/null | grep -q 'install ok installed' || \
+	  (apt-get install -y -qq --no-install-recommends nats-server >/dev/null || sudo apt-get install -y -qq --no-install-recommends nats-server >/dev/null)
+	env -u RUST_BACKTRACE PATH="$$PATH:/usr/sbin" $(BIN) bench hub
 
 # Re-pin the Debian packages of the image to the current apt candidates.
 lock: build

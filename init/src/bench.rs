@@ -33,6 +33,8 @@ pub enum BenchCommand {
     Ca(tessera_ca::CaBenchArgs),
     /// Boot time added by the node identity (PID 1 → certificate), per key mode.
     Identity(tessera_certmgr::bench::IdentityBenchArgs),
+    /// Component hub: call round trips (local, remote) against NATS, failure detection, convergence.
+    Hub(tessera_hub::bench::HubBenchArgs),
 }
 
 /// One boot of the Tessera image.
@@ -52,6 +54,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Boot(args) => args,
         BenchCommand::Ca(args) => return tessera_ca::bench(args),
         BenchCommand::Identity(args) => return tessera_certmgr::bench::bench(args),
+        BenchCommand::Hub(args) => return tessera_hub::bench::run(args),
     };
     if args.runs == 0 {
         bail!("--runs must be at least 1");

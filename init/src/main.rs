@@ -112,6 +112,8 @@ enum Command {
     Node(tessera_node::cli::NodeArgs),
     /// This node's metrics in the Prometheus text format (what /metrics serves).
     Metrics,
+    /// The component hub: groups, members, calls, attributes and monitors, through a hub's mTLS API.
+    Hub(tessera_hub::cli::HubArgs),
     /// Run one of the node's agents (they are started by PID 1 from their service files).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -130,6 +132,8 @@ enum AgentCommand {
     Certmgr,
     /// Node agent: node API (mTLS), metrics, health checks, life-cycle.
     Node,
+    /// Component hub: groups, call/cast, attributes, monitors; clustered over chitchat.
+    Hub(tessera_hub::service::AgentArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -196,6 +200,23 @@ fn main() -> ExitCode {
 /// Services on the boot path run without building the whole CLI (~40 ms per exec under TCG).
 type Service = fn() -> anyhow::Result<()>;
 
+/// `tessera agent hub`: the identity PID 1 handed over (fd 3), or PEM files in development.
+fn hub_agent(args: tessera_hub::service::AgentArgs) -> anyhow::Result<()> {
+    if args.cert.is_some() {
+        return tessera_hub::service::run_agent(args);
+    }
+    use tessera_certmgr::{agent_identity::AgentIdentity, client, defaults, fetch};
+    let fd = fetch::token_fd(None, std::env::var(defaults::IDENTITY_FD_ENV).ok())?;
+    let token = fetch::read_token_fd(fd)?;
+    let id = AgentIdentity::obtain(&token, &client::default_socket())?;
+    drop(token);
+    let tls = tessera_hub::peer::Tls {
+        identity: id.certified,
+        trust: id.trust,
+    };
+    tessera_hub::service::run_with_identity(args, tls)
+}
+
 fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
     match args {
         [a] if a == "klog" => Some(("klog", klog::run)),
@@ -261,6 +282,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Identity(cmd) => return identity_cli::run(cmd),
         Command::Node(args) => return tessera_node::cli::run_node(args),
         Command::Metrics => tessera_node::cli::run_metrics()?,
+        Command::Hub(args) => tessera_hub::cli::run(args)?,
+        Command::Agent(AgentCommand::Hub(args)) => hub_agent(args)?,
         Command::Agent(AgentCommand::Node) => tessera_node::api::service::run()?,
         #[cfg(feature = "host")]
         Command::Ca(cmd) => tessera_ca::run(cmd)?,
