@@ -134,8 +134,10 @@ pub fn sh_until(vm: &Vm, command: &str, timeout: Duration, pred: impl Fn(&str) -
 
 /// The row of `service` in `tessera status` output, split into columns.
 pub fn status_row(status: &str, service: &str) -> Vec<String> {
+    // Rows follow the `SERVICE …` header (the node line above it may start with any word).
     status
         .lines()
+        .skip_while(|l| !l.starts_with("SERVICE "))
         .find(|l| l.split_whitespace().next() == Some(service))
         .unwrap_or_else(|| panic!("no row for {service} in:\n{status}"))
         .split_whitespace()
