@@ -10,15 +10,23 @@ use crate::error::ImageError;
 use crate::fetch::{self, FetchedPackage};
 use crate::initramfs::{self, Compression, Origin, Tree, VERSION};
 use crate::kconfig;
+use crate::libraries;
 use crate::lock::{LockFile, Role};
 use crate::manifest::{self, OutputFile};
 use crate::modules::{KernelModules, ModuleLists};
 use crate::output::Staging;
+use crate::programs::ProgramList;
 use crate::progress::{human, Progress};
 use crate::{disk, qcow2, uki};
 
 /// Kernel command line of the UKI and of boot.ipxe unless `--cmdline` says otherwise.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+/// The list of programs shipped from Debian packages, relative to the repository.
+pub const PROGRAMS_FILE: &str = "image/programs.toml";
+/// Ports the image's own services need open, relative to the repository, and where the
+/// firewall service reads them on a node.
+pub const FIREWALL_FILE: &str = "image/firewall.toml";
+pub const FIREWALL_IMAGE_PATH: &str = "etc/tessera/firewall.toml";
 /// Path of the EFI stub inside systemd-boot-efi.
 pub const EFI_STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
@@ -63,6 +71,9 @@ impl BuildOptions {
     }
     fn module_lists(&self) -> PathBuf {
         self.repo.join("image/modules.toml")
+    }
+    fn programs(&self) -> PathBuf {
+        self.repo.join(PROGRAMS_FILE)
     }
     fn fragment(&self) -> PathBuf {
         self.repo.join("kernel-config/tessera.fragment")
@@ -228,6 +239,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImageError> {
     } else {
         ModuleLists::load(&opts.module_lists())?
     };
+    let programs = if opts.floor {
+        ProgramList::default()
+    } else {
+        ProgramList::load(&opts.programs())?
+    };
     let lock = LockFile::load(&opts.lock)?;
     let staging = Staging::create(&opts.out)?;
     progress.step(
@@ -272,6 +288,38 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImageError> {
             ),
         );
         fetched.push(p);
+    }
+    // Program packages and their libraries (only when the image has programs).
+    let mut runtime = Vec::new();
+    if !programs.programs.is_empty() {
+        let pins: Vec<_> = lock
+            .with_role(Role::Program)
+            .into_iter()
+            .chain(lock.with_role(Role::Library))
+            .collect();
+        for pin in pins {
+            runtime.push(fetch::fetch(&opts.cache, pin, &opts.lock)?);
+        }
+        let (fresh, cached) =
+            runtime.iter().fold(
+                (0, 0),
+                |(f, c), p| {
+                    if p.cached {
+                        (f, c + 1)
+                    } else {
+                        (f + 1, c)
+                    }
+                },
+            );
+        progress.step(
+            "fetch",
+            format!(
+                "{} program and library packages ({} downloaded, {} cached, sha256 ok)",
+                runtime.len(),
+                fresh,
+                cached
+            ),
+        );
     }
     let kernel = &fetched[0];
     let busybox = &fetched[1];
@@ -329,6 +377,27 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImageError> {
             &kernel.locked.origin(),
         )?;
         initramfs::add_services(&mut tree, &services)?;
+        if let Ok(data) = std::fs::read(opts.repo.join(FIREWALL_FILE)) {
+            tree.file(FIREWALL_IMAGE_PATH, 0o644, data, Origin::Ours);
+        }
+        if !programs.programs.is_empty() {
+            let closure = libraries::resolve(&programs, &runtime, &opts.programs())?;
+            let (files, bytes) = (closure.files.len(), closure.bytes());
+            initramfs::add_closure(&mut tree, closure);
+            progress.step(
+                "programs",
+                format!(
+                    "{} with libraries: {files} paths, {}",
+                    programs
+                        .programs
+                        .iter()
+                        .map(|p| p.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    human(bytes)
+                ),
+            );
+        }
         progress.step(
             "modules",
             format!(
@@ -445,7 +514,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImageError> {
     }
 
     // manifest
-    let packages: Vec<String> = fetched.iter().map(|p| p.locked.origin()).collect();
+    let packages: Vec<String> = fetched
+        .iter()
+        .chain(&runtime)
+        .map(|p| p.locked.origin())
+        .collect();
     if !opts.floor {
         let header = [
             format!("tessera {VERSION}, kernel {release}, initramfs {compression}"),

@@ -91,6 +91,11 @@ impl Tree {
         );
     }
 
+    /// A symlink copied from a package (recorded with that package as its origin).
+    pub fn symlink_from(&mut self, path: &str, target: &str, origin: Origin) {
+        self.insert(path, 0o777, Kind::Symlink(target.to_string()), origin);
+    }
+
     pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) {
         self.insert(
             path,
@@ -297,6 +302,22 @@ pub fn add_modules(
         Origin::Generated,
     );
     Ok(total)
+}
+
+/// The programs of image/programs.toml and their shared libraries, each recorded with the
+/// package it came from.
+pub fn add_closure(tree: &mut Tree, closure: crate::libraries::Closure) {
+    for (_, shipped) in closure.files {
+        let origin = Origin::Package(shipped.origin);
+        match shipped.kind {
+            crate::libraries::ShippedKind::File { data, mode } => {
+                tree.file(&shipped.path, mode, data, origin)
+            }
+            crate::libraries::ShippedKind::Symlink { target } => {
+                tree.symlink_from(&shipped.path, &target, origin)
+            }
+        }
+    }
 }
 
 /// Collects service files: every `*.toml` of `default_dir`, then of each extra dir in order

@@ -18,14 +18,17 @@
 pub mod build;
 pub mod cpio;
 pub mod disk;
+pub mod elf;
 pub mod error;
 pub mod fetch;
 pub mod initramfs;
 pub mod kconfig;
+pub mod libraries;
 pub mod lock;
 pub mod manifest;
 pub mod modules;
 pub mod output;
+pub mod programs;
 pub mod progress;
 pub mod qcow2;
 pub mod uki;
@@ -151,7 +154,8 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join("\n")
             };
-            match lock::lock(&path, args.update)? {
+            let programs = programs::ProgramList::load(&args.repo.join(build::PROGRAMS_FILE))?;
+            match lock::lock(&path, &programs, args.update)? {
                 lock::LockOutcome::Created(l) => {
                     eprintln!("wrote {}:\n{}", path.display(), describe(&l))
                 }

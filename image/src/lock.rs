@@ -9,6 +9,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ImageError, LOCK_FIX};
+use crate::programs::ProgramList;
 
 /// Format version of the lock file; bump when the schema changes.
 pub const LOCK_FORMAT: u32 = 1;
@@ -19,7 +20,9 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Package that provides the UKI stub `linuxx64.efi.stub`.
 pub const EFI_STUB_PACKAGE: &str = "systemd-boot-efi";
 
-/// What a pinned package is used for; each role is pinned exactly once.
+/// What a pinned package is used for. `kernel`, `busybox` and `efi-stub` are pinned exactly
+/// once; `program` (a package named by image/programs.toml) and `library` (a `lib*` package in
+/// the Depends closure of a program package) as often as the programs need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -29,10 +32,19 @@ pub enum Role {
     Busybox,
     /// The systemd-boot EFI stub the UKI is built from.
     EfiStub,
+    /// A package a program of image/programs.toml is shipped from.
+    Program,
+    /// A shared-library package the programs may need (resolved by `DT_NEEDED` at build).
+    Library,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Kernel, Role::Busybox, Role::EfiStub];
+    /// The roles pinned exactly once.
+    pub const SINGLE: [Role; 3] = [Role::Kernel, Role::Busybox, Role::EfiStub];
+
+    pub fn is_single(self) -> bool {
+        Role::SINGLE.contains(&self)
+    }
 }
 
 impl fmt::Display for Role {
@@ -41,6 +53,8 @@ impl fmt::Display for Role {
             Role::Kernel => "kernel",
             Role::Busybox => "busybox",
             Role::EfiStub => "efi-stub",
+            Role::Program => "program",
+            Role::Library => "library",
         })
     }
 }
@@ -85,13 +99,17 @@ impl LockFile {
             ));
         }
         let mut seen = BTreeMap::new();
+        let mut names = std::collections::BTreeSet::new();
         for p in &lock.packages {
             validate_package(p)?;
-            if seen.insert(p.role, &p.name).is_some() {
+            if p.role.is_single() && seen.insert(p.role, &p.name).is_some() {
                 return Err(format!("role `{}` is pinned more than once", p.role));
             }
+            if !p.role.is_single() && !names.insert(&p.name) {
+                return Err(format!("package {} is pinned more than once", p.name));
+            }
         }
-        for role in Role::ALL {
+        for role in Role::SINGLE {
             if !seen.contains_key(&role) {
                 return Err(format!("no package with role = \"{role}\""));
             }
@@ -116,7 +134,21 @@ impl LockFile {
         })
     }
 
-    /// The package pinned for `role` (present: `parse` checked every role).
+    /// The program or library package pinned under `name`, if any.
+    pub fn runtime(&self, name: &str) -> Option<&LockedPackage> {
+        self.packages
+            .iter()
+            .find(|p| !p.role.is_single() && p.name == name)
+    }
+
+    /// The packages pinned with `role` (for `program` and `library`: sorted by name).
+    pub fn with_role(&self, role: Role) -> Vec<&LockedPackage> {
+        let mut v: Vec<&LockedPackage> = self.packages.iter().filter(|p| p.role == role).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The package pinned for a single `role` (present: `parse` checked every such role).
     pub fn get(&self, role: Role) -> &LockedPackage {
         self.packages
             .iter()
@@ -127,7 +159,7 @@ impl LockFile {
     /// The lock file text, with a header saying how it is made.
     pub fn render(&self) -> String {
         let mut packages = self.packages.clone();
-        packages.sort_by_key(|p| p.role);
+        packages.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
         let body = toml::to_string(&LockFile {
             format: self.format,
             packages,
@@ -143,7 +175,7 @@ impl LockFile {
     /// Human-readable differences between `self` (the file) and `other` (the candidates).
     pub fn changes_to(&self, other: &LockFile) -> Vec<String> {
         let mut out = Vec::new();
-        for role in Role::ALL {
+        for role in Role::SINGLE {
             let (a, b) = (self.get(role), other.get(role));
             if a != b {
                 out.push(format!(
@@ -152,24 +184,52 @@ impl LockFile {
                 ));
             }
         }
+        let runtime = |l: &LockFile| -> BTreeMap<String, LockedPackage> {
+            l.packages
+                .iter()
+                .filter(|p| !p.role.is_single())
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect()
+        };
+        let (mine, theirs) = (runtime(self), runtime(other));
+        for (name, a) in &mine {
+            match theirs.get(name) {
+                None => out.push(format!("  {}: {name} {} -> (dropped)", a.role, a.version)),
+                Some(b) if a != b => out.push(format!(
+                    "  {}: {name} {} -> {}",
+                    b.role, a.version, b.version
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, b) in &theirs {
+            if !mine.contains_key(name) {
+                out.push(format!("  {}: (new) -> {name} {}", b.role, b.version));
+            }
+        }
         out
+    }
+}
+
+/// Checks that `name` is a Debian package name (it ends up on apt-get's command line).
+pub fn check_package_name(name: &str) -> Result<(), String> {
+    let name_ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if name_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "package name `{name}` is not a Debian package name"
+        ))
     }
 }
 
 fn validate_package(p: &LockedPackage) -> Result<(), String> {
     // Names and versions end up on apt-get's command line: keep them to Debian's alphabet.
-    let name_ok = p.name.len() >= 2
-        && p.name
-            .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && p.name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-    if !name_ok {
-        return Err(format!(
-            "package name `{}` is not a Debian package name",
-            p.name
-        ));
-    }
+    check_package_name(&p.name)?;
     let version_ok = p.version.starts_with(|c: char| c.is_ascii_digit())
         && p.version
             .chars()
@@ -274,9 +334,49 @@ fn locked_from_candidate(role: Role, package: &str) -> Result<LockedPackage, Ima
     Ok(p)
 }
 
+/// The package names of a `Depends:`/`Pre-Depends:` field: the first alternative of each
+/// entry, without version constraints or architecture qualifiers.
+pub fn depends_names(field: &str) -> Vec<String> {
+    field
+        .split(',')
+        .filter_map(|entry| entry.split('|').next())
+        .filter_map(|alt| alt.split_whitespace().next())
+        .map(|name| name.split(':').next().unwrap_or(name).to_string())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// The `lib*` packages in the Depends closure of `roots` (shared libraries are packaged as
+/// `lib*` in Debian; other dependencies, such as `gcc-12-base` or `debconf`, ship no library
+/// a program links against and are not followed). `libc6` is always there: it has the loader.
+pub fn library_closure(
+    roots: &[String],
+    depends_of: &mut dyn FnMut(&str) -> Result<Vec<String>, ImageError>,
+) -> Result<Vec<String>, ImageError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut queue: Vec<String> = roots.to_vec();
+    queue.push("libc6".into());
+    let mut libraries = std::collections::BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if !roots.contains(&name) {
+            libraries.insert(name.clone());
+        }
+        for dep in depends_of(&name)? {
+            if dep.starts_with("lib") && !seen.contains(&dep) {
+                queue.push(dep);
+            }
+        }
+    }
+    Ok(libraries.into_iter().collect())
+}
+
 /// Builds a lock from today's apt candidates, resolving the kernel metapackage to the concrete
-/// `linux-image-<release>` package it depends on.
-pub fn resolve_candidates() -> Result<LockFile, ImageError> {
+/// `linux-image-<release>` package it depends on, and pinning the packages of `programs` with
+/// their library closure.
+pub fn resolve_candidates(programs: &ProgramList) -> Result<LockFile, ImageError> {
     let meta = apt_candidate(KERNEL_METAPACKAGE)?;
     let depends = meta.get("Depends").cloned().unwrap_or_default();
     let kernel = kernel_from_depends(&depends).ok_or_else(|| ImageError::Tool {
@@ -284,13 +384,31 @@ pub fn resolve_candidates() -> Result<LockFile, ImageError> {
         detail: format!("Depends: `{depends}` names no linux-image-* package"),
         fix: "check the apt sources".into(),
     })?;
+    let mut packages = vec![
+        locked_from_candidate(Role::Kernel, &kernel)?,
+        locked_from_candidate(Role::Busybox, BUSYBOX_PACKAGE)?,
+        locked_from_candidate(Role::EfiStub, EFI_STUB_PACKAGE)?,
+    ];
+    let roots = programs.packages();
+    if !roots.is_empty() {
+        for name in &roots {
+            packages.push(locked_from_candidate(Role::Program, name)?);
+        }
+        let mut depends_of = |name: &str| -> Result<Vec<String>, ImageError> {
+            let f = apt_candidate(name)?;
+            let mut names = Vec::new();
+            for field in ["Pre-Depends", "Depends"] {
+                names.extend(depends_names(f.get(field).map_or("", String::as_str)));
+            }
+            Ok(names)
+        };
+        for name in library_closure(&roots, &mut depends_of)? {
+            packages.push(locked_from_candidate(Role::Library, &name)?);
+        }
+    }
     Ok(LockFile {
         format: LOCK_FORMAT,
-        packages: vec![
-            locked_from_candidate(Role::Kernel, &kernel)?,
-            locked_from_candidate(Role::Busybox, BUSYBOX_PACKAGE)?,
-            locked_from_candidate(Role::EfiStub, EFI_STUB_PACKAGE)?,
-        ],
+        packages,
     })
 }
 
@@ -308,8 +426,8 @@ pub enum LockOutcome {
 /// `tessera image lock [--update]`: creates a missing lock file; with an existing one, checks it
 /// against the apt candidates and rewrites it only with `update` (otherwise a stale lock is an
 /// error listing the changes).
-pub fn lock(path: &Path, update: bool) -> Result<LockOutcome, ImageError> {
-    let candidates = resolve_candidates()?;
+pub fn lock(path: &Path, programs: &ProgramList, update: bool) -> Result<LockOutcome, ImageError> {
+    let candidates = resolve_candidates(programs)?;
     if !path.exists() {
         write_lock(path, &candidates)?;
         return Ok(LockOutcome::Created(candidates));
@@ -421,6 +539,44 @@ filename = "pool/main/s/systemd/systemd-boot-efi_252.39-1~deb12u2_amd64.deb"
         assert!(LockFile::parse(&bad).unwrap_err().contains("--option"));
         let fmt = GOOD.replace("format = 1", "format = 7");
         assert!(LockFile::parse(&fmt).unwrap_err().contains("format = 7"));
+    }
+
+    #[test]
+    fn program_and_library_roles_may_repeat_but_not_a_name() {
+        let extra = "\n[[package]]\nrole = \"program\"\nname = \"nftables\"\nversion = \"1.0.6-2\"\nsha256 = \"e7d02b943971edcb8790e256c02cfab3bca6c3d37c1bf25392a57c71300615ee\"\nfilename = \"pool/main/n/nftables/nftables_1.0.6-2_amd64.deb\"\n";
+        let lib = extra
+            .replace("program", "library")
+            .replace("nftables", "libmnl0");
+        let lock = LockFile::parse(&format!("{GOOD}{extra}{lib}")).unwrap();
+        assert_eq!(lock.runtime("libmnl0").unwrap().role, Role::Library);
+        assert_eq!(lock.with_role(Role::Program).len(), 1);
+        assert_eq!(LockFile::parse(&lock.render()).unwrap(), lock);
+        let err = LockFile::parse(&format!("{GOOD}{extra}{extra}")).unwrap_err();
+        assert!(err.contains("nftables is pinned more than once"), "{err}");
+        let mut newer = lock.clone();
+        newer.packages.retain(|p| p.name != "libmnl0");
+        assert_eq!(
+            lock.changes_to(&newer),
+            ["  library: libmnl0 1.0.6-2 -> (dropped)"]
+        );
+    }
+
+    #[test]
+    fn library_closure_follows_lib_packages_only() {
+        let mut deps = |name: &str| -> Result<Vec<String>, ImageError> {
+            Ok(depends_names(match name {
+                "nftables" => "libnftables1 (= 1.0.6), libc6 (>= 2.34), libedit2 | libreadline8",
+                "libnftables1" => "libmnl0, libc6:any",
+                "libc6" => "libgcc-s1",
+                "libgcc-s1" => "gcc-12-base (= 12.2), libc6",
+                _ => "",
+            }))
+        };
+        let libs = library_closure(&["nftables".into()], &mut deps).unwrap();
+        assert_eq!(
+            libs,
+            ["libc6", "libedit2", "libgcc-s1", "libmnl0", "libnftables1"]
+        );
     }
 
     #[test]
