@@ -114,6 +114,9 @@ enum Command {
     Metrics,
     /// The component hub: groups, members, calls, attributes and monitors, through a hub's mTLS API.
     Hub(tessera_hub::cli::HubArgs),
+    /// The node's firewall: exposures and the nftables table `inet tessera`.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// Run one of the node's agents (they are started by PID 1 from their service files).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -134,6 +137,44 @@ enum AgentCommand {
     Node,
     /// Component hub: groups, call/cast, attributes, monitors; clustered over chitchat.
     Hub(tessera_hub::service::AgentArgs),
+    /// Firewall: the nftables table `inet tessera` and its exposures API.
+    Firewall,
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Exposures, cluster networks, and the table the kernel holds.
+    Show {
+        /// The raw JSON reply.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = tessera_node::firewall::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// Open PORT[/tcp|udp] to a scope (replaces an exposure of the same port).
+    Expose {
+        /// PORT or PORT/PROTO, e.g. 8080 or 53/udp.
+        port: String,
+        /// node-local (loopback), cluster (firewall.cluster_cidrs) or public.
+        #[arg(long)]
+        scope: String,
+        /// Who the exposure is for (shown by `show`).
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, default_value = tessera_node::firewall::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// Close PORT[/tcp|udp] again.
+    Unexpose {
+        port: String,
+        #[arg(long, default_value = tessera_node::firewall::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// The nft JSON transaction in force (what `nft -j -f -` was given).
+    Ruleset {
+        #[arg(long, default_value = tessera_node::firewall::service::SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -227,7 +268,25 @@ fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
         [a, b] if a == "agent" && b == "certmgr" => {
             Some(("agent certmgr", tessera_certmgr::run_service))
         }
+        [a, b] if a == "agent" && b == "firewall" => {
+            Some(("agent firewall", tessera_node::firewall::run))
+        }
         _ => None,
+    }
+}
+
+fn firewall_cli(cmd: FirewallCommand) -> anyhow::Result<()> {
+    use tessera_node::firewall::client;
+    match cmd {
+        FirewallCommand::Show { json, socket } => client::show(&socket, json),
+        FirewallCommand::Expose {
+            port,
+            scope,
+            owner,
+            socket,
+        } => client::expose(&socket, &port, &scope, owner.as_deref()),
+        FirewallCommand::Unexpose { port, socket } => client::unexpose(&socket, &port),
+        FirewallCommand::Ruleset { socket } => client::ruleset(&socket),
     }
 }
 
@@ -290,6 +349,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(AgentCommand::Userdata) => tessera_userdata::run_service()?,
         Command::Agent(AgentCommand::Net) => tessera_node::net::run()?,
         Command::Agent(AgentCommand::Certmgr) => tessera_certmgr::run_service()?,
+        Command::Agent(AgentCommand::Firewall) => tessera_node::firewall::run()?,
+        Command::Firewall(cmd) => firewall_cli(cmd)?,
         #[cfg(feature = "host")]
         Command::Image(cmd) => tessera_image::run(cmd)?,
         #[cfg(feature = "host")]

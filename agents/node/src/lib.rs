@@ -1,13 +1,17 @@
 //! The node agent of a Tessera node (DESIGN §5, thesis 4.6.5): it makes the machine usable
 //! and visible. So far it owns the network (`net`): links, addresses, routes, DNS and the
-//! host name from DHCP, run as the `net` service (`tessera agent net`).
+//! host name from DHCP, run as the `net` service (`tessera agent net`); and the firewall
+//! (`firewall`): the nftables table `inet tessera` and its exposures API, run as the
+//! `firewall` service (`tessera agent firewall`).
 //!
-//! It must not start processes, and talks to PID 1 only through sd_notify and its stdout
-//! (structured log events); everything it configures goes through the kernel's own
-//! interfaces (rtnetlink, sockets, /proc/sys), never by running `ip` or `udhcpc`.
+//! It talks to PID 1 only through sd_notify and its stdout (structured log events). The
+//! network goes through the kernel's own interfaces (rtnetlink, sockets, /proc/sys), never by
+//! running `ip` or `udhcpc`; the only programs it runs are Debian's `nft` (through its JSON
+//! interface, as DESIGN §7 asks) and `/sbin/modprobe` (tessera) for the nftables modules.
 
 pub mod api;
 pub mod cli;
+pub mod firewall;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
