@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Accel, BootMode, VmConfig, IPXE_VIRTIO_ROM};
+use crate::config::{Accel, BootMode, Network, VmConfig, IPXE_VIRTIO_ROM};
 use crate::error::VmError;
 use crate::image::{self, BootFiles, DiskFormat};
 use crate::ovmf::{self, Firmware};
@@ -138,6 +138,12 @@ pub fn qemu_args(cfg: &VmConfig, p: &Prepared) -> Vec<String> {
     push(&["-device", "virtio-rng-pci"]);
 
     let mut netdev = "user,id=net0".to_string();
+    if let Network::Tap { ifname, .. } = &cfg.network {
+        netdev = format!(
+            "tap,id=net0,ifname={},script=no,downscript=no",
+            opt_value(ifname)
+        );
+    }
     if let PreparedBoot::Pxe { tftp, .. } = &p.boot {
         netdev.push_str(&format!(
             ",tftp={},bootfile={}",
@@ -149,14 +155,18 @@ pub fn qemu_args(cfg: &VmConfig, p: &Prepared) -> Vec<String> {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
     }
     push(&["-netdev", &netdev]);
-    let nic = match cfg.boot {
+    let mut nic = match cfg.boot {
         // QEMU's default ROM for virtio-net-pci is the iPXE ROM; that is the PXE client.
         BootMode::Pxe => "virtio-net-pci,netdev=net0,bootindex=0",
         // No option ROM: the firmware would otherwise spend time loading iPXE (and OVMF
         // would try to network-boot when the disk fails).
         BootMode::Kernel | BootMode::Disk => "virtio-net-pci,netdev=net0,romfile=",
-    };
-    push(&["-device", nic]);
+    }
+    .to_string();
+    if let Network::Tap { mac: Some(mac), .. } = &cfg.network {
+        nic.push_str(&format!(",mac={mac}"));
+    }
+    push(&["-device", &nic]);
 
     match &p.boot {
         PreparedBoot::Kernel {
@@ -310,6 +320,23 @@ mod tests {
             values(&args, "-netdev"),
             ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8443-:443"]
         );
+    }
+
+    #[test]
+    fn tap_network_uses_the_tap_without_scripts_and_the_mac() {
+        let mut cfg = VmConfig::new(BootMode::Kernel, "out");
+        cfg.network = Network::Tap {
+            netns: Some("ns1".into()),
+            ifname: "tap1".into(),
+            mac: Some("52:54:00:77:00:0b".into()),
+        };
+        let args = qemu_args(&cfg, &kernel_prepared());
+        assert_eq!(
+            values(&args, "-netdev"),
+            ["tap,id=net0,ifname=tap1,script=no,downscript=no"]
+        );
+        assert!(values(&args, "-device")
+            .contains(&"virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:77:00:0b"));
     }
 
     #[test]

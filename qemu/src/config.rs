@@ -124,6 +124,32 @@ impl fmt::Display for PortForward {
     }
 }
 
+/// How the VM's NIC is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Network {
+    /// QEMU's user-mode network (slirp): DHCP gives 10.0.2.15, the host is 10.0.2.2; port
+    /// forwards and PXE's TFTP server live here.
+    #[default]
+    User,
+    /// A tap device the caller made (e.g. in a network namespace, on a bridge with other VMs'
+    /// taps): QEMU attaches to `ifname` without scripts, and is started inside `netns` with
+    /// `ip netns exec` when one is named. Give each VM on one bridge its own `mac`.
+    Tap {
+        netns: Option<String>,
+        ifname: String,
+        mac: Option<String>,
+    },
+}
+
+/// Checks a MAC address written as six hex pairs separated by `:`.
+pub fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// Everything needed to start one VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmConfig {
@@ -138,6 +164,8 @@ pub struct VmConfig {
     /// other name is raw.
     pub disks: Vec<PathBuf>,
     pub forwards: Vec<PortForward>,
+    /// The NIC's network: user-mode (default) or a tap device.
+    pub network: Network,
     /// File the console is appended to as it arrives.
     pub log_file: Option<PathBuf>,
     /// Shown as QEMU's process name and in messages.
@@ -162,6 +190,7 @@ impl VmConfig {
             append: Vec::new(),
             disks: Vec::new(),
             forwards: Vec::new(),
+            network: Network::User,
             log_file: None,
             name: "tessera".to_string(),
             machine: Machine::default(),
@@ -207,6 +236,45 @@ impl VmConfig {
                 len,
                 max: MAX_CMDLINE,
             });
+        }
+        if let Network::Tap { ifname, mac, netns } = &self.network {
+            let bad = |reason: String| Err(VmError::BadNetwork { reason });
+            if self.boot == BootMode::Pxe {
+                return bad("PXE boot needs the user network's TFTP server; boot a tap-networked VM with `--boot kernel` or `--boot disk`".into());
+            }
+            if !self.forwards.is_empty() {
+                return bad("port forwards need the user network; reach a tap-networked VM at its address on the tap's network".into());
+            }
+            let name_ok = |n: &str| {
+                !n.is_empty()
+                    && n.len() <= 15
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            };
+            if !name_ok(ifname) {
+                return bad(format!(
+                    "tap name `{ifname}` is not an interface name (1-15 letters, digits, - _ .)"
+                ));
+            }
+            if let Some(ns) = netns {
+                let ns_ok = !ns.is_empty()
+                    && ns.len() <= 64
+                    && ns
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !ns_ok {
+                    return bad(format!(
+                        "network namespace name `{ns}` is not a plain name (letters, digits, - _ .)"
+                    ));
+                }
+            }
+            if let Some(mac) = mac {
+                if !valid_mac(mac) {
+                    return bad(format!(
+                        "MAC address `{mac}` is not six hex pairs like 52:54:00:12:34:56"
+                    ));
+                }
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.forwards {
@@ -293,6 +361,38 @@ mod tests {
         assert!(matches!(cfg.validate(), Err(VmError::UnsafeIpxeArg { .. })));
         cfg.boot = BootMode::Kernel;
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn tap_network_refuses_pxe_forwards_and_bad_names() {
+        let mut cfg = VmConfig::new(BootMode::Kernel, "out");
+        cfg.network = Network::Tap {
+            netns: Some("tessera-fw-1".into()),
+            ifname: "tap0".into(),
+            mac: Some("52:54:00:77:00:0a".into()),
+        };
+        assert!(cfg.validate().is_ok());
+        cfg.forwards = vec!["2222:22".parse().unwrap()];
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("port forwards need the user network"));
+        cfg.forwards.clear();
+        cfg.boot = BootMode::Pxe;
+        assert!(cfg.validate().unwrap_err().to_string().contains("TFTP"));
+        cfg.boot = BootMode::Kernel;
+        cfg.network = Network::Tap {
+            netns: None,
+            ifname: "tap0".into(),
+            mac: Some("52:54:00:77:00".into()),
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("MAC address"));
+        assert!(valid_mac("52:54:00:AB:cd:01"));
     }
 
     #[test]

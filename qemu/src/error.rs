@@ -34,6 +34,9 @@ pub enum VmError {
     )]
     DuplicateForward { port: u16 },
 
+    #[error("network: {reason}")]
+    BadNetwork { reason: String },
+
     #[error("{memory_mb} MB of memory and {cpus} CPUs cannot boot a guest: give at least 64 MB and 1 CPU")]
     BadResources { memory_mb: u32, cpus: u32 },
 

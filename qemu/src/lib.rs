@@ -37,7 +37,7 @@ pub mod shell;
 pub mod vm;
 
 pub use cli::{run, RunArgs, VmCommand};
-pub use config::{Accel, BootMode, Machine, PortForward, VmConfig};
+pub use config::{Accel, BootMode, Machine, Network, PortForward, VmConfig};
 pub use console::ConsoleLine;
 pub use error::VmError;
 pub use kv::parse_kv_line;

@@ -187,7 +187,7 @@ impl Vm {
             Some(path) => Some(open_log(path)?),
             None => None,
         };
-        let mut cmd = Command::new(&cfg.qemu_binary);
+        let mut cmd = qemu_command(cfg);
         cmd.args(&qemu_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -484,6 +484,21 @@ impl Drop for Vm {
     }
 }
 
+/// QEMU's command: the binary itself, or `ip netns exec NS <binary>` for a tap in a network
+/// namespace (ip(8) enters the namespace and execs QEMU, so the pid is QEMU's).
+fn qemu_command(cfg: &VmConfig) -> Command {
+    match &cfg.network {
+        crate::config::Network::Tap {
+            netns: Some(ns), ..
+        } => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(&cfg.qemu_binary);
+            cmd
+        }
+        _ => Command::new(&cfg.qemu_binary),
+    }
+}
+
 /// Runs a VM with the console on this process's terminal (`-serial mon:stdio` style:
 /// Ctrl-A X quits, Ctrl-A C is QEMU's monitor) until it exits or `timeout` passes.
 /// QEMU appends the console to `cfg.log_file` itself.
@@ -497,7 +512,7 @@ pub fn run_on_terminal(cfg: &VmConfig, timeout: Option<Duration>) -> Result<VmEx
     };
     let prepared = args::prepare(cfg, runtime_dir.path(), console)?;
     let qemu_args = args::qemu_args(cfg, &prepared);
-    let mut cmd = Command::new(&cfg.qemu_binary);
+    let mut cmd = qemu_command(cfg);
     cmd.args(&qemu_args);
     let started = Instant::now();
     let spawned = process::spawn(cmd).map_err(|e| spawn_error(&cfg.qemu_binary, e))?;

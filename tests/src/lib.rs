@@ -103,6 +103,34 @@ pub fn boot_with_disks(
     Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
 }
 
+/// Starts a direct-kernel VM of `image` whose NIC is the tap `tap` in network namespace
+/// `netns` (QEMU runs under `ip netns exec`), with its own `mac`, kernel arguments and disks.
+pub fn boot_on_tap(
+    image: &Path,
+    name: &str,
+    netns: &str,
+    tap: &str,
+    mac: &str,
+    append: &[&str],
+    disks: &[PathBuf],
+) -> Vm {
+    let mut cfg = VmConfig::new(BootMode::Kernel, image);
+    cfg.name = name.to_string();
+    cfg.append = append.iter().map(|s| s.to_string()).collect();
+    cfg.disks = disks.to_vec();
+    cfg.network = tessera_qemu::Network::Tap {
+        netns: Some(netns.to_string()),
+        ifname: tap.to_string(),
+        mac: Some(mac.to_string()),
+    };
+    let logs = repo_root().join("out/e2e-logs");
+    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
+    let log = logs.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    cfg.log_file = Some(log);
+    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+}
+
 /// Waits for TESSERA-READY and returns the line.
 pub fn wait_ready(vm: &Vm, mode: BootMode) -> String {
     vm.wait_for("TESSERA-READY", boot_timeout(mode))
