@@ -184,6 +184,11 @@ enum Action {
     Restart,
 }
 
+/// The host build (CA server, benchmarks) allocates from many threads at once.
+#[cfg(feature = "host")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let argv0 = std::env::args_os()
         .next()
