@@ -1,7 +1,9 @@
 //! End-to-end: the firewall service of the default image. One VM: the table `inet tessera`
 //! with policy drop is what `nft list ruleset` shows, a ruleset the kernel refuses leaves the
 //! one in force untouched, and `tessera firewall expose|unexpose` change it (and survive a
-//! restart of the service). Two VMs on a private L2 network the test makes (a bridge and two
+//! restart of the service). From the host through a forwarded port (QEMU's user network,
+//! source 10.0.2.2, outside any cluster network): a public port answers, a cluster one does
+//! not. Two VMs on a private L2 network the test makes (a bridge and two
 //! taps in a network namespace, static 192.168.77.x from NoCloud user-data): a cluster-scoped
 //! port is reachable from the peer, a node-local one is not, an unexposed one is dropped.
 
@@ -154,6 +156,47 @@ fn expose_and_unexpose_change_the_ruleset_and_survive_a_restart() {
     assert!(ruleset.contains("udp dport 5353"), "{ruleset}");
     let logs = sh(&vm, "tessera logs firewall");
     assert!(logs.contains("unexposed"), "{logs}");
+}
+
+/// What a host client gets from a forwarded port within a few seconds (QEMU's user network
+/// accepts on the host side at once and only then connects to the guest).
+fn host_read(port: u16) -> String {
+    use std::io::Read;
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(6)));
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn from_outside_the_cluster_a_public_port_answers_and_a_cluster_port_does_not() {
+    // The host reaches the guest from 10.0.2.2, which is in no cluster network here.
+    let port = free_port();
+    let vm = boot_with_forwards("firewall-scopes", &[], &[(port, 8080)]);
+    wait_ready(&vm, BootMode::Kernel);
+    firewall_ready(&vm);
+    sh(&vm, "nc -ll -p 8080 -e /bin/hostname >/dev/null 2>&1 &");
+    sh(&vm, "tessera firewall expose 8080 --scope cluster");
+    let cluster = host_read(port);
+    assert!(
+        !cluster.contains("tessera"),
+        "a cluster port answered a source outside the cluster: {cluster:?}"
+    );
+    sh(&vm, "tessera firewall expose 8080 --scope public");
+    let public = host_read(port);
+    assert!(
+        public.contains("tessera"),
+        "the public port did not answer: {public:?}"
+    );
+    sh(&vm, "tessera firewall unexpose 8080");
+    let closed = host_read(port);
+    assert!(
+        !closed.contains("tessera"),
+        "the unexposed port answered: {closed:?}"
+    );
 }
 
 /// A private L2 network: a network namespace with a bridge and one tap per VM. Removed (with
