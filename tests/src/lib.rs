@@ -78,6 +78,16 @@ pub fn boot_timeout(mode: BootMode) -> Duration {
     })
 }
 
+/// Starts the VM `cfg` with its console logged to out/e2e-logs/<name>.log.
+fn start_logged(mut cfg: VmConfig, name: &str) -> Vm {
+    let logs = repo_root().join("out/e2e-logs");
+    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
+    let log = logs.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    cfg.log_file = Some(log);
+    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+}
+
 /// Starts a VM of `image` with a console log under out/e2e-logs/<name>.log.
 pub fn boot(image: &Path, mode: BootMode, name: &str, append: &[&str]) -> Vm {
     boot_with_disks(image, mode, name, append, &[])
@@ -95,12 +105,7 @@ pub fn boot_with_disks(
     cfg.name = name.to_string();
     cfg.append = append.iter().map(|s| s.to_string()).collect();
     cfg.disks = disks.to_vec();
-    let logs = repo_root().join("out/e2e-logs");
-    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
-    let log = logs.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    cfg.log_file = Some(log);
-    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+    start_logged(cfg, name)
 }
 
 /// Starts a direct-kernel VM of `image` whose NIC is the tap `tap` in network namespace
@@ -123,12 +128,7 @@ pub fn boot_on_tap(
         ifname: tap.to_string(),
         mac: Some(mac.to_string()),
     };
-    let logs = repo_root().join("out/e2e-logs");
-    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
-    let log = logs.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    cfg.log_file = Some(log);
-    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+    start_logged(cfg, name)
 }
 
 /// Waits for TESSERA-READY and returns the line.
@@ -183,12 +183,7 @@ pub fn boot_with_forwards(name: &str, append: &[&str], forwards: &[(u16, u16)]) 
         .iter()
         .map(|&(host, guest)| tessera_qemu::PortForward { host, guest })
         .collect();
-    let logs = repo_root().join("out/e2e-logs");
-    std::fs::create_dir_all(&logs).expect("create out/e2e-logs");
-    let log = logs.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    cfg.log_file = Some(log);
-    Vm::start(&cfg).unwrap_or_else(|e| panic!("starting VM {name}: {e}"))
+    start_logged(cfg, name)
 }
 
 /// A free TCP port on 127.0.0.1 (for a forward).
