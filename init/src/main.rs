@@ -136,7 +136,7 @@ enum AgentCommand {
     /// Node agent: node API (mTLS), metrics, health checks, life-cycle.
     Node,
     /// Component hub: groups, call/cast, attributes, monitors; clustered over chitchat.
-    Hub(tessera_hub::service::AgentArgs),
+    Hub(Box<tessera_hub::service::AgentArgs>),
     /// Firewall: the nftables table `inet tessera` and its exposures API.
     Firewall,
 }
@@ -347,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => return tessera_node::cli::run_node(args),
         Command::Metrics => tessera_node::cli::run_metrics()?,
         Command::Hub(args) => tessera_hub::cli::run(args)?,
-        Command::Agent(AgentCommand::Hub(args)) => hub_agent(args)?,
+        Command::Agent(AgentCommand::Hub(args)) => hub_agent(*args)?,
         Command::Agent(AgentCommand::Node) => tessera_node::api::service::run()?,
         #[cfg(feature = "host")]
         Command::Ca(cmd) => tessera_ca::run(cmd)?,
