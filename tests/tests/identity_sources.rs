@@ -28,12 +28,14 @@ fn user_data(ca: &HostCa, token: &str, node: &str) -> String {
 /// Waits for the node certificate and checks that it names `node`, that the CA's ledger holds
 /// it and that the source the user-data came from is `source`.
 fn assert_certified(vm: &Vm, ca: &HostCa, node: &str, source: &str) {
-    let stored = vm
-        .wait_for("node certificate stored in the keyring", BOOT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let subject = format!("DC=prod, O=certmgr, OU={node}, UID=certmgr");
-    assert!(stored.contains(&subject), "{stored}");
+    // User-data that arrives after the network (IMDS) can find certmgr already standalone,
+    // and past TESSERA-READY events no longer reach the console: ask the node.
     wait_ready(vm, BootMode::Kernel);
+    let subject = format!("DC=prod, O=certmgr, OU={node}, UID=certmgr");
+    let stored = sh_until(vm, "tessera logs certmgr", BOOT, |l| {
+        l.contains("node certificate stored in the keyring")
+    });
+    assert!(stored.contains(&subject), "{stored}");
     let logs = sh(vm, "tessera logs userdata");
     assert!(logs.contains(&format!("source={source}")), "{logs}");
     let status = sh(vm, "tessera identity status");

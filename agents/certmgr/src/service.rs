@@ -353,16 +353,28 @@ impl Lifecycle<'_> {
                 .map(|id| id.renew_at)
                 .unwrap_or_else(|| SystemTime::now() + self.opts.config_poll);
             // Until renewal: watch for user-data that names a CA.
+            let mut last_error = String::new();
             while SystemTime::now() < renew_at {
                 std::thread::sleep(self.opts.config_poll);
-                if let Ok(s) = settings::load(&self.opts.userdata, self.opts.token_keyring) {
-                    if let Some(ca) = &s.ca {
-                        self.events.info(
-                            "user-data now names a CA: leaving standalone",
-                            &[("ca", ca.url.clone().into())],
-                        );
-                        return Next::Reload;
+                match settings::load(&self.opts.userdata, self.opts.token_keyring) {
+                    Ok(s) => {
+                        if let Some(ca) = &s.ca {
+                            self.events.info(
+                                "user-data now names a CA: leaving standalone",
+                                &[("ca", ca.url.clone().into())],
+                            );
+                            return Next::Reload;
+                        }
                     }
+                    // The standalone identity stays; say once why new user-data is not used.
+                    Err(e) if e.to_string() != last_error => {
+                        last_error = e.to_string();
+                        self.events.warn(
+                            "user-data unusable, staying standalone",
+                            &[("error", last_error.clone().into())],
+                        );
+                    }
+                    Err(_) => {}
                 }
             }
         }

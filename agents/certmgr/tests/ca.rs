@@ -600,3 +600,40 @@ fn socket_callers_without_standing_are_refused() {
     let unknown = client::redeem(&socket, &"Q".repeat(43), None).unwrap_err();
     assert_eq!(unknown.code(), Some("token_unknown"), "{unknown}");
 }
+
+#[test]
+fn a_standalone_node_switches_to_the_ca_when_user_data_names_one_later() {
+    let ca = Ca::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Scratch::new("certmgr-it-late-ca");
+    let mut opts = options(dir.path(), &ring);
+    opts.stop_when_ready = false;
+    let socket = opts.socket.clone();
+    let key = node_key(&ring);
+    let (events, _captured) = Events::capture();
+    std::thread::spawn(move || {
+        let _ = service::run(opts, key, None, Arc::new(events), &mut |_: &[String]| {});
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mode = |want: &str, subject: &str| loop {
+        if let Ok(st) = client::status(&socket) {
+            if st["mode"] == want && st["state"] == "ready" && st["node"]["subject"] == subject {
+                return st;
+            }
+        }
+        assert!(Instant::now() < deadline, "certmgr never reached {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    mode(
+        "standalone",
+        "DC=tessera, O=certmgr, OU=tessera, UID=certmgr",
+    );
+    // As the userdata service does when IMDS answers late: token to the keyring, then the file.
+    let token = ca.token(&["hub"]);
+    ring.0
+        .add("user", "tessera:bootstrap-token", token.as_bytes())
+        .unwrap();
+    write_userdata(dir.path(), &ca.url(), &ca.fingerprint);
+    let st = mode("ca", "DC=prod, O=certmgr, OU=n1.example, UID=certmgr");
+    assert_eq!(st["node"]["issuer"], ca.url());
+}
