@@ -222,15 +222,10 @@ impl CaClient {
     pub fn fetch_trust(&self) -> Result<CaTrust, CaError> {
         let config = tls::pinned_client_config(&self.fingerprint, None)
             .map_err(|e| CaError::Config(e.to_string()))?;
-        let reply = match https::request(&self.url, config, "/v1/ca.pem", None, self.limits) {
-            Ok(r) => r,
-            Err(HttpError::Tls { source, .. }) => return Err(self.refused_server(source)),
-            Err(e) => return Err(self.transport(e)),
-        };
-        if reply.status != 200 {
-            return Err(self.error_reply(reply.status, &reply.body));
-        }
-        self.pinned_trust(&String::from_utf8_lossy(&reply.body), "/v1/ca.pem")
+        let reply = self.exchange(config, "/v1/ca.pem", None, |source| {
+            self.refused_server(source)
+        })?;
+        self.pinned_trust(&String::from_utf8_lossy(&reply), "/v1/ca.pem")
     }
 
     /// The CA certificate `pem` (from `what`), which must have the pinned fingerprint.
@@ -252,20 +247,8 @@ impl CaClient {
     /// CA before it is handed to anyone.
     pub fn fetch_crl(&self, trust: &CaTrust) -> Result<String, CaError> {
         let config = tls::client_config(None, trust).map_err(|e| CaError::Config(e.to_string()))?;
-        let reply = match https::request(&self.url, config, "/v1/crl.pem", None, self.limits) {
-            Ok(r) => r,
-            Err(HttpError::Tls { source, .. }) => {
-                return Err(CaError::Untrusted {
-                    url: self.url_text.clone(),
-                    reason: source.to_string(),
-                })
-            }
-            Err(e) => return Err(self.transport(e)),
-        };
-        if reply.status != 200 {
-            return Err(self.error_reply(reply.status, &reply.body));
-        }
-        let pem = String::from_utf8_lossy(&reply.body).into_owned();
+        let reply = self.exchange(config, "/v1/crl.pem", None, |source| self.untrusted(source))?;
+        let pem = String::from_utf8_lossy(&reply).into_owned();
         trust
             .clone()
             .with_crl_pem(&pem)
@@ -355,15 +338,21 @@ impl CaClient {
     ) -> Result<Issued, CaError> {
         let config: Arc<ClientConfig> =
             tls::client_config(identity, trust).map_err(|e| CaError::Config(e.to_string()))?;
-        let reply = self.send(config, path, body, size_hint, |source| CaError::Untrusted {
-            url: self.url_text.clone(),
-            reason: source.to_string(),
+        let reply = self.send(config, path, body, size_hint, |source| {
+            self.untrusted(source)
         })?;
         self.issued(&reply, trust)
     }
 
-    /// POSTs `body` as JSON and returns the body of a 200 reply; `on_tls` explains a failed
-    /// handshake.
+    /// A handshake with a server that the trusted CA does not vouch for.
+    fn untrusted(&self, source: rustls::Error) -> CaError {
+        CaError::Untrusted {
+            url: self.url_text.clone(),
+            reason: source.to_string(),
+        }
+    }
+
+    /// POSTs `body` as JSON (serialized into one zeroized buffer) through [`Self::exchange`].
     fn send(
         &self,
         config: Arc<ClientConfig>,
@@ -376,12 +365,23 @@ impl CaClient {
         // reallocates and leaves no copy of the token behind.
         let mut json = Zeroizing::new(Vec::with_capacity(2 * size_hint + 1024));
         serde_json::to_writer(&mut *json, body).map_err(|e| CaError::Config(e.to_string()))?;
-        let reply = match https::request(&self.url, config, path, Some(&json), self.limits) {
+        self.exchange(config, path, Some(&json), on_tls)
+    }
+
+    /// One request (a GET without `body`, a POST with it); the body of a 200 reply, or the
+    /// error that explains the failed handshake (`on_tls`), transport or refusal.
+    fn exchange(
+        &self,
+        config: Arc<ClientConfig>,
+        path: &str,
+        body: Option<&[u8]>,
+        on_tls: impl FnOnce(rustls::Error) -> CaError,
+    ) -> Result<Vec<u8>, CaError> {
+        let reply = match https::request(&self.url, config, path, body, self.limits) {
             Ok(r) => r,
             Err(HttpError::Tls { source, .. }) => return Err(on_tls(source)),
             Err(e) => return Err(self.transport(e)),
         };
-        drop(json);
         if reply.status != 200 {
             return Err(self.error_reply(reply.status, &reply.body));
         }
