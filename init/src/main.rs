@@ -251,11 +251,7 @@ fn hub_agent(args: tessera_hub::service::AgentArgs) -> anyhow::Result<()> {
     if args.cert.is_some() {
         return tessera_hub::service::run_agent(args);
     }
-    use tessera_certmgr::{agent_identity::AgentIdentity, client, defaults, fetch};
-    let fd = fetch::token_fd(None, std::env::var(defaults::IDENTITY_FD_ENV).ok())?;
-    let token = fetch::read_token_fd(fd)?;
-    let id = AgentIdentity::obtain(&token, &client::default_socket())?;
-    drop(token);
+    let id = tessera_certmgr::agent_identity::AgentIdentity::from_handoff()?;
     let tls = tessera_hub::peer::Tls {
         identity: id.certified,
         trust: id.trust,

@@ -41,6 +41,15 @@ pub struct AgentIdentity {
 }
 
 impl AgentIdentity {
+    /// The identity PID 1 handed this service: the token on the descriptor named by
+    /// `$TESSERA_IDENTITY_FD` (service files with `identity = {…}`), redeemed through
+    /// certmgr's default socket.
+    pub fn from_handoff() -> Result<AgentIdentity, AgentIdentityError> {
+        let fd = fetch::token_fd(None, std::env::var(crate::defaults::IDENTITY_FD_ENV).ok())?;
+        let token = fetch::read_token_fd(fd)?;
+        AgentIdentity::obtain(&token, &client::default_socket())
+    }
+
     /// Redeems `token` through request_key(2) and asks certmgr at `socket` for the trust.
     pub fn obtain(token: &str, socket: &Path) -> Result<AgentIdentity, AgentIdentityError> {
         let fetched = fetch::fetch(token)?;

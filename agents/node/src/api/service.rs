@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::json;
 use tessera_certmgr::agent_identity::AgentIdentity;
-use tessera_certmgr::fetch;
 
 use super::node::Node;
 use super::server;
@@ -28,12 +27,9 @@ pub fn run() -> anyhow::Result<()> {
         })?,
         Err(_) => SocketAddr::from(([0, 0, 0, 0], server::DEFAULT_PORT)),
     };
-    let fd = fetch::token_fd(None, std::env::var(tessera_certmgr::defaults::IDENTITY_FD_ENV).ok())
-        .context("the node agent needs an identity: its service file must say `identity = { subsystem = \"node\", agent_id = \"node\" }`")?;
-    let token = fetch::read_token_fd(fd)?;
-    let identity = AgentIdentity::obtain(&token, &tessera_certmgr::client::default_socket())
-        .context("obtaining the node API's certificate from certmgr")?;
-    drop(token);
+    let identity = AgentIdentity::from_handoff().context(
+        "obtaining the node API's certificate from certmgr (the service file must say `identity = { subsystem = \"node\", agent_id = \"node\" }`)",
+    )?;
     let tls = identity.server_config()?;
     log(
         "info",
