@@ -7,6 +7,8 @@ BIN := out/bin/tessera
 NODE_BIN := out/bin/tessera-node
 export CC_x86_64_unknown_linux_musl := musl-gcc
 export CARGO_TERM_COLOR := never
+# One-shot builds gain nothing from incremental state, which grew to gigabytes per build.
+export CARGO_INCREMENTAL ?= 0
 
 .PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub lock clean
 
