@@ -33,6 +33,7 @@ pub mod ovmf;
 pub mod process;
 pub mod pxe;
 pub mod qmp;
+pub mod seed;
 pub mod shell;
 pub mod vm;
 

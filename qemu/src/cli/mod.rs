@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// Extra data disk, attached as virtio (repeatable; `.qcow2` is qcow2, else raw).
     #[arg(long, value_name = "FILE")]
     pub disk: Vec<PathBuf>,
+    /// User-data (TOML, see the README) handed to the node on a NoCloud CIDATA volume, attached
+    /// after the `--disk`s.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
     /// Forward host TCP port (on 127.0.0.1) to a guest port (repeatable).
     #[arg(long, value_name = "HOST:GUEST")]
     pub forward: Vec<PortForward>,
@@ -163,9 +167,34 @@ struct Seen {
     error: Option<String>,
 }
 
+/// With `--user-data`, builds the NoCloud seed in a temporary directory (kept while the VM
+/// runs) and attaches it.
+fn attach_user_data(
+    args: &RunArgs,
+    cfg: &mut VmConfig,
+) -> Result<Option<tempfile::TempDir>, VmError> {
+    let Some(path) = &args.user_data else {
+        return Ok(None);
+    };
+    let doc = std::fs::read_to_string(path).map_err(|source| VmError::Io {
+        action: format!(
+            "reading the user-data {} (a TOML file; see the README's user-data schema)",
+            path.display()
+        ),
+        source,
+    })?;
+    let dir = tempfile::tempdir().map_err(|source| VmError::Io {
+        action: "creating a directory for the NoCloud seed".into(),
+        source,
+    })?;
+    cfg.disks.push(crate::seed::nocloud(dir.path(), &doc)?);
+    Ok(Some(dir))
+}
+
 /// Runs the VM; `echo_console` copies the console to stdout.
 pub fn run_vm(args: &RunArgs, echo_console: bool) -> Result<Outcome, VmError> {
-    let cfg = args.config();
+    let mut cfg = args.config();
+    let _seed = attach_user_data(args, &mut cfg)?;
     let deadline = args.deadline_after().map(crate::console::deadline_after);
     if args.interactive {
         return run_interactive(args, &cfg);
