@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR := never
 # One-shot builds gain nothing from incremental state, which grew to gigabytes per build.
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub lock clean
+.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub bench-node lock clean
 
 all: image
 
@@ -54,7 +54,7 @@ endif
 console: image
 	$(BIN) vm run --boot kernel --interactive
 
-bench: bench-boot bench-ca bench-identity bench-hub
+bench: bench-boot bench-ca bench-identity bench-hub bench-node
 
 bench-boot: image
 	$(BIN) bench boot --runs 5
@@ -74,6 +74,11 @@ bench-hub: build
 	@dpkg-query -W -f='$${Status}' nats-server 2>/dev/null | grep -q 'install ok installed' || \
 	  (apt-get install -y -qq --no-install-recommends nats-server >/dev/null || sudo apt-get install -y -qq --no-install-recommends nats-server >/dev/null)
 	env -u RUST_BACKTRACE PATH="$$PATH:/usr/sbin" $(BIN) bench hub
+
+# Node agent: snapshot create+delete, ours (Btrfs ioctls, LVM thin API) against the btrfs and
+# lvm2 CLIs in the same VM and run; node-agent service start-up and RSS at idle.
+bench-node: image
+	$(BIN) bench node --runs 3
 
 # Re-pin the Debian packages of the image to the current apt candidates.
 lock: build

@@ -35,6 +35,8 @@ pub enum BenchCommand {
     Identity(tessera_certmgr::bench::IdentityBenchArgs),
     /// Component hub: call round trips (local, remote) against NATS, failure detection, convergence.
     Hub(tessera_hub::bench::HubBenchArgs),
+    /// Node agent: snapshot latency (ours vs the btrfs and LVM CLIs), service start-up, RSS.
+    Node(crate::bench_node::NodeBenchArgs),
 }
 
 /// One boot of the Tessera image.
@@ -55,6 +57,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ca(args) => return tessera_ca::bench(args),
         BenchCommand::Identity(args) => return tessera_certmgr::bench::bench(args),
         BenchCommand::Hub(args) => return tessera_hub::bench::run(args),
+        BenchCommand::Node(args) => return crate::bench_node::run(args),
     };
     if args.runs == 0 {
         bail!("--runs must be at least 1");

@@ -10,6 +10,8 @@ use tessera_init::{cli, klog, pid1};
 
 #[cfg(feature = "host")]
 mod bench;
+#[cfg(feature = "host")]
+mod bench_node;
 mod identity_cli;
 
 #[derive(Parser)]
