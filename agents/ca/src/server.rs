@@ -7,14 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rcgen::KeyPair;
 use serde_json::json;
+use tessera_identity::https::{self, Event, Limits};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
 use crate::api;
 use crate::audit;
@@ -25,14 +22,16 @@ use crate::records::{self, Kind};
 use crate::service::{Ca, Peer};
 use crate::state::{self, Db};
 
-/// A TLS handshake must finish within this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request's headers must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes and request headers within 10 s each; at most 1024 open connections (more wait
+/// in the listen backlog).
+pub const LIMITS: Limits = Limits {
+    handshake: Duration::from_secs(10),
+    header_read: Duration::from_secs(10),
+    max_connections: 1024,
+    max_buf: Some(api::MAX_BODY + 16 * 1024),
+};
 /// A request must be answered within this (body included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Open connections at most; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 1024;
 /// How often the server looks for a CRL written by `tessera ca revoke`.
 pub const CRL_POLL: Duration = Duration::from_secs(2);
 /// The CA's HTTPS certificate is re-issued when it has less than this left.
@@ -159,78 +158,56 @@ impl Server {
                 }
             }
         });
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (tcp, remote) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
+        let tls = {
             let ca = ca.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                serve_connection(ca, tcp, remote).await;
-            });
-        }
+            move || ca.tls_config()
+        };
+        https::serve(listener, tls, LIMITS, shutdown, report, move |conn, _| {
+            let peer = Peer::from_certificates(conn.peer_certificates()).map(Arc::new);
+            let ca = ca.clone();
+            Some(service_fn(move |req| {
+                request(ca.clone(), peer.clone(), req)
+            }))
+        })
+        .await;
         maintenance.abort();
         tracing::info!("CA stopped");
         Ok(())
     }
 }
 
-async fn serve_connection(ca: Arc<Ca>, tcp: tokio::net::TcpStream, remote: SocketAddr) {
-    let acceptor = TlsAcceptor::from(ca.tls_config());
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::info!(%remote, error = %e, "TLS handshake refused");
-            return;
+fn report(event: Event<'_>) {
+    match event {
+        // Out of file descriptors and the like: the loop backs off and keeps serving.
+        Event::AcceptFailed(e) => tracing::warn!(error = %e, "accept failed"),
+        Event::HandshakeRefused { remote, error } => {
+            tracing::info!(%remote, error = %error, "TLS handshake refused")
         }
-        Err(_) => {
-            tracing::info!(%remote, "TLS handshake timed out");
-            return;
+        Event::HandshakeTimedOut { remote } => tracing::info!(%remote, "TLS handshake timed out"),
+        Event::ConnectionError { remote, error } => {
+            tracing::debug!(%remote, error = %error, "connection ended")
         }
-    };
-    let peer = Peer::from_certificates(tls.get_ref().1.peer_certificates()).map(Arc::new);
-    let service = service_fn(move |req| {
-        let ca = ca.clone();
-        let peer = peer.clone();
-        async move {
-            let resp = match tokio::time::timeout(REQUEST_TIMEOUT, api::handle(ca, peer, req)).await
-            {
-                Ok(resp) => resp,
-                Err(_) => api::error_response(&ApiError::new(
-                    Code::Timeout,
-                    format!(
-                        "the request took longer than {}s; send the body promptly",
-                        REQUEST_TIMEOUT.as_secs()
-                    ),
-                )),
-            };
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(api::MAX_BODY + 16 * 1024)
-        .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(%remote, error = %e, "connection ended");
     }
+}
+
+/// One request, answered within REQUEST_TIMEOUT.
+async fn request(
+    ca: Arc<Ca>,
+    peer: Option<Arc<Peer>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<api::Body>, std::convert::Infallible> {
+    Ok(
+        match tokio::time::timeout(REQUEST_TIMEOUT, api::handle(ca, peer, req)).await {
+            Ok(resp) => resp,
+            Err(_) => api::error_response(&ApiError::new(
+                Code::Timeout,
+                format!(
+                    "the request took longer than {}s; send the body promptly",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            )),
+        },
+    )
 }
 
 /// Runs the server on a new multi-threaded runtime until SIGINT/SIGTERM.

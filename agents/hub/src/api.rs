@@ -14,7 +14,6 @@
 //! | `GET /v1/ring` | each virtual node's preference list |
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,15 +22,13 @@ use std::time::Duration;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tessera_identity::https::{self, Event, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 
 use crate::codec::Frame;
 use crate::defaults;
@@ -42,8 +39,13 @@ use crate::protocol::{ClientMsg, HubMsg, Outcome, Selector, Target, Watch};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// A request's headers must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshake and request headers within 10 s; at most 256 open connections.
+const LIMITS: Limits = Limits {
+    handshake: defaults::HANDSHAKE_TIMEOUT,
+    header_read: Duration::from_secs(10),
+    max_connections: 256,
+    max_buf: None,
+};
 
 fn json_response(status: u16, value: Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string() + "\n")).boxed());
@@ -391,55 +393,43 @@ pub async fn handle(hub: Arc<Hub>, label: Arc<str>, req: Request<Incoming>) -> R
     }
 }
 
-/// Serves the API until the task is dropped.
+/// Serves the API until the task is dropped. Callers need a Tessera certificate.
 pub async fn serve(hub: Arc<Hub>, listener: TcpListener, server: Arc<rustls::ServerConfig>) {
-    let acceptor = TlsAcceptor::from(server);
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept on the API port failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let hub = hub.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move { serve_connection(hub, acceptor, tcp, remote).await });
-    }
+    let tls = move || server.clone();
+    https::serve(
+        listener,
+        tls,
+        LIMITS,
+        std::future::pending(),
+        report,
+        move |conn, remote| {
+            let Some(peer) = tessera_identity::tls::peer_identity(conn) else {
+                tracing::info!(%remote, "API client without a Tessera certificate refused");
+                return None;
+            };
+            let label: Arc<str> = format!("api:{}@{}", peer.subsystem, peer.node).into();
+            tracing::info!(%remote, caller = %label, "API client connected");
+            let hub = hub.clone();
+            Some(service_fn(move |req| {
+                let (hub, label) = (hub.clone(), label.clone());
+                async move { Ok::<_, Infallible>(handle(hub, label, req).await) }
+            }))
+        },
+    )
+    .await
 }
 
-async fn serve_connection(
-    hub: Arc<Hub>,
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-) {
-    let tls = match tokio::time::timeout(defaults::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            tracing::info!(%remote, error = %e, "API TLS handshake refused");
-            return;
+fn report(event: Event<'_>) {
+    match event {
+        Event::AcceptFailed(e) => tracing::warn!(error = %e, "accept on the API port failed"),
+        Event::HandshakeRefused { remote, error } => {
+            tracing::info!(%remote, error = %error, "API TLS handshake refused")
         }
-        Err(_) => return,
-    };
-    let Some(peer) = tessera_identity::tls::peer_identity(tls.get_ref().1) else {
-        tracing::info!(%remote, "API client without a Tessera certificate refused");
-        return;
-    };
-    let label: Arc<str> = format!("api:{}@{}", peer.subsystem, peer.node).into();
-    tracing::info!(%remote, caller = %label, "API client connected");
-    let service = service_fn(move |req| {
-        let hub = hub.clone();
-        let label = label.clone();
-        async move { Ok::<_, Infallible>(handle(hub, label, req).await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(%remote, error = %e, "API connection ended");
+        Event::HandshakeTimedOut { remote } => {
+            tracing::info!(%remote, "API TLS handshake timed out")
+        }
+        Event::ConnectionError { remote, error } => {
+            tracing::debug!(%remote, error = %error, "API connection ended")
+        }
     }
 }

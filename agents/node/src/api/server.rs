@@ -2,17 +2,13 @@
 //! its CRL checked), HTTP/1.1 (hyper), with the same limits and timeouts as the CA's server.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
+use tessera_identity::https::{self, Event, Limits};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
 use super::node::Node;
 use super::routes;
@@ -20,11 +16,14 @@ use crate::net::service::log;
 
 /// The node API's port.
 pub const DEFAULT_PORT: u16 = 7443;
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const LIMITS: Limits = Limits {
+    handshake: Duration::from_secs(10),
+    header_read: Duration::from_secs(10),
+    max_connections: 256,
+    max_buf: None,
+};
 /// Requests other than a log stream must be answered within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-pub const MAX_CONNECTIONS: usize = 256;
 
 /// Serves `node` on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -33,87 +32,62 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (tcp, remote) = tokio::select! {
-            _ = &mut shutdown => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    log("warn", "accept failed", json!({"reason": e.to_string()}));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (node, acceptor) = (node.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection(node, acceptor, tcp, remote).await;
-        });
+    https::serve(
+        listener,
+        move || tls.clone(),
+        LIMITS,
+        shutdown,
+        report,
+        move |conn, _| {
+            // Who the peer is comes from its client certificate, once per connection.
+            let peer = tessera_identity::tls::peer_identity(conn).map(Arc::new);
+            let node = node.clone();
+            Some(service_fn(move |req| {
+                request(node.clone(), peer.clone(), req)
+            }))
+        },
+    )
+    .await
+}
+
+fn report(event: Event<'_>) {
+    match event {
+        Event::AcceptFailed(e) => log("warn", "accept failed", json!({"reason": e.to_string()})),
+        Event::HandshakeRefused { remote, error } => log(
+            "info",
+            "TLS handshake refused",
+            json!({"remote": remote.to_string(), "reason": error.to_string()}),
+        ),
+        Event::HandshakeTimedOut { remote } => log(
+            "info",
+            "TLS handshake timed out",
+            json!({"remote": remote.to_string()}),
+        ),
+        Event::ConnectionError { .. } => {}
     }
 }
 
-async fn connection(
+/// One request: the handler, within REQUEST_TIMEOUT unless it is a log stream.
+async fn request(
     node: Arc<Node>,
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            log(
-                "info",
-                "TLS handshake refused",
-                json!({"remote": remote.to_string(), "reason": e.to_string()}),
-            );
-            return;
-        }
-        Err(_) => {
-            log(
-                "info",
-                "TLS handshake timed out",
-                json!({"remote": remote.to_string()}),
-            );
-            return;
-        }
-    };
-    let peer = tessera_identity::tls::peer_identity(tls.get_ref().1).map(Arc::new);
-    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (node, peer) = (node.clone(), peer.clone());
-        async move {
-            let streaming = req.uri().path() == "/v1/logs";
-            let work = routes::handle(node, peer, req);
-            let resp = if streaming {
-                work.await
-            } else {
-                tokio::time::timeout(REQUEST_TIMEOUT, work)
-                    .await
-                    .unwrap_or_else(|_| {
-                        routes::error(
-                            hyper::StatusCode::GATEWAY_TIMEOUT,
-                            "timeout",
-                            format!(
-                                "the request took longer than {}s; PID 1 may be busy — try again",
-                                REQUEST_TIMEOUT.as_secs()
-                            ),
-                        )
-                    })
-            };
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
-    let _ = conn.await;
+    peer: Option<Arc<tessera_identity::profile::PeerIdentity>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<routes::Body>, std::convert::Infallible> {
+    let streaming = req.uri().path() == "/v1/logs";
+    let work = routes::handle(node, peer, req);
+    if streaming {
+        return Ok(work.await);
+    }
+    Ok(tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            routes::error(
+                hyper::StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request took longer than {}s; PID 1 may be busy — try again",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            )
+        }))
 }
