@@ -428,6 +428,16 @@ mod tests {
     }
 
     #[test]
+    fn api_commands_without_certificates_say_what_to_pass() {
+        let e = credentials(Some("ca.pem".into()), None, None).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("--ca, --cert and --key") && e.contains("tessera hub component"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn refusals_name_the_code_and_reason() {
         let e = check(
             404,
