@@ -162,11 +162,18 @@ fn a_member_on_node1_is_called_from_node3_and_its_power_loss_fires_node3s_monito
         monitoring.contains("MONITORING group=web members=1"),
         "{monitoring}"
     );
+    let killed = std::time::Instant::now();
     vms[0].kill();
     let (n2, n3) = (&vms[1], &vms[2]);
     let left = sh_until(n3, "cat /tmp/monitor.log", SETTLE, |l| {
         l.contains("MEMBER-LEFT") || l.contains("rror")
     });
+    // A figure for the README, not an assertion (TCG and a shared machine set the pace).
+    eprintln!(
+        "HUB-E2E member_left_seen_after_ms={} hub_memory_peak_bytes={}",
+        killed.elapsed().as_millis(),
+        sh(n2, "cat /sys/fs/cgroup/services/hub/memory.peak").trim()
+    );
     assert!(
         left.contains("MEMBER-LEFT group=web component=")
             && left.contains("name=web-1 type=console node=hub-n1"),
