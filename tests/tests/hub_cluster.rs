@@ -139,7 +139,8 @@ fn a_member_on_node1_is_called_from_node3_and_its_power_loss_fires_node3s_monito
     );
     let served = sh(n1, "cat /tmp/serve.log");
     assert!(
-        served.contains("INVOKED") && served.contains("operation=echo object=o"),
+        served.contains("INVOKED caller=local:")
+            && served.contains("@hub-n3 operation=echo object=o"),
         "{served}"
     );
 

@@ -42,6 +42,27 @@ async fn line_with(rx: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> St
         .unwrap_or_else(|_| panic!("no line with {needle:?} within {LIMIT:?}"))
 }
 
+/// `select web` on `hub` until a line has `wanted`; its lines.
+async fn select_until(t: &Testbed, hub: usize, wanted: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        let (mut out, mut rx) = sink();
+        component::select(&t.socket(hub), "web", Selector::All, &mut out)
+            .await
+            .unwrap();
+        drop(out);
+        seen.clear();
+        while let Some(l) = rx.recv().await {
+            seen.push(l);
+        }
+        if seen.iter().any(|l| l.contains(wanted)) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("hub {hub} never listed {wanted:?}; last: {seen:?}");
+}
+
 fn call_args(target: &str, inputs: &str) -> CallArgs {
     CallArgs {
         target: target.into(),
@@ -79,29 +100,16 @@ async fn serve_select_call_and_monitor_across_hubs() {
         "{first}"
     );
 
-    // Hub 1 sees the member once gossip carried it.
+    // Hubs 1 and 2 see the member once gossip carried it.
     let wanted = format!("name=web-1 type=console node={}", hub_name(0));
-    let mut seen = Vec::new();
-    for _ in 0..300 {
-        let (mut out, mut rx) = sink();
-        component::select(&t.socket(1), "web", Selector::All, &mut out)
-            .await
-            .unwrap();
-        drop(out);
-        seen.clear();
-        while let Some(l) = rx.recv().await {
-            seen.push(l);
-        }
-        if seen.iter().any(|l| l.contains(&wanted)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for hub in [1, 2] {
+        let seen = select_until(&t, hub, &wanted).await;
+        assert_eq!(seen[0], "GROUP group=web members=1", "{seen:?}");
+        assert!(
+            seen[1].starts_with("MEMBER group=web component="),
+            "{seen:?}"
+        );
     }
-    assert_eq!(seen[0], "GROUP group=web members=1", "{seen:?}");
-    assert!(
-        seen[1].starts_with("MEMBER group=web component="),
-        "{seen:?}"
-    );
 
     // Hub 2 calls the group: the reply names node 0, and the component saw the call.
     let (mut out, mut rx) = sink();
@@ -115,7 +123,10 @@ async fn serve_select_call_and_monitor_across_hubs() {
         "{reply}"
     );
     let invoked = line_with(&mut served, "INVOKED").await;
-    assert!(invoked.contains("operation=echo object=o"), "{invoked}");
+    assert!(
+        invoked.contains(&format!("@{} operation=echo object=o", hub_name(2))),
+        "{invoked}"
+    );
 
     // Bad input: refused before anything is sent, naming the fix.
     let (mut out, _rx) = sink();
