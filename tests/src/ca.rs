@@ -2,14 +2,15 @@
 //! directory under out/e2e-ca/, `tessera ca serve` on 127.0.0.1 (the guest reaches it as
 //! 10.0.2.2 through QEMU's user network; `init` puts 10.0.2.2 in the server certificate), and
 //! the operator's commands (`token`, `fingerprint`, `list`, `audit`) run the way an operator
-//! runs them.
+//! runs them. Multi-VM tests serve it inside their private network instead
+//! ([`HostCa::serve_in`]: the bridge's address, VMs on a private bridge cannot reach 10.0.2.2).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{repo_root, tessera_bin};
+use crate::{repo_root, tessera_bin, PrivateNet};
 
 pub struct HostCa {
     pub state: PathBuf,
@@ -21,6 +22,12 @@ pub struct HostCa {
 impl HostCa {
     /// A new CA (cluster `prod`) on a free port, not serving yet.
     pub fn init(name: &str) -> HostCa {
+        HostCa::init_with_sans(name, &[])
+    }
+
+    /// [`HostCa::init`] with these names in the CA's HTTPS certificate (default: localhost,
+    /// 127.0.0.1, 10.0.2.2).
+    pub fn init_with_sans(name: &str, sans: &[&str]) -> HostCa {
         let state = repo_root()
             .join("out/e2e-ca")
             .join(format!("{name}-{}", std::process::id()));
@@ -30,6 +37,7 @@ impl HostCa {
         let out = Command::new(tessera_bin())
             .args(["ca", "init", "--cluster", "prod", "--state"])
             .arg(&state)
+            .args(sans.iter().flat_map(|s| ["--san", s]))
             .output()
             .expect("run tessera ca init");
         assert!(
@@ -77,6 +85,41 @@ impl HostCa {
                 Instant::now() < deadline,
                 "the CA never listened on {}",
                 self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `tessera ca serve --listen <ip>:<port>` inside `net`'s namespace (whose bridge has
+    /// `ip`), waiting until it accepts connections there.
+    pub fn serve_in(&mut self, net: &PrivateNet, ip: &str) {
+        let log = std::fs::File::create(self.state.with_extension("serve.log"))
+            .expect("create the CA's log");
+        let listen = format!("{ip}:{}", self.port);
+        // `ip netns exec` execs the program: killing the child kills the CA.
+        let child = net
+            .command(&tessera_bin())
+            .args(["ca", "serve", "--state"])
+            .arg(&self.state)
+            .args(["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run tessera ca serve in the namespace");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probe = format!("exec 3<>/dev/tcp/{ip}/{}", self.port);
+        while !net
+            .command(Path::new("/bin/bash"))
+            .args(["-c", &probe])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the CA never listened on {listen} in {}",
+                net.netns
             );
             std::thread::sleep(Duration::from_millis(100));
         }

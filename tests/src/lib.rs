@@ -8,6 +8,9 @@ use std::time::Duration;
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
 pub mod ca;
+pub mod privnet;
+
+pub use privnet::PrivateNet;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

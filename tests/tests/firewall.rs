@@ -55,13 +55,17 @@ fn the_table_inet_tessera_drops_inbound_by_default() {
         show.contains("chain input (hook input, policy drop)"),
         "{show}"
     );
-    // The node API's port is fixed by the image (image/firewall.toml).
-    assert!(show.contains("exposures: 1"), "{show}");
+    // The node API's port and the hub's three are fixed by the image (image/firewall.toml).
+    assert!(show.contains("exposures: 4"), "{show}");
     assert!(
         show.contains("tcp   7443   public      node-api (fixed by the image)"),
         "{show}"
     );
     assert!(ruleset.contains("tcp dport 7443 accept"), "{ruleset}");
+    assert!(
+        show.contains("udp   7442   cluster     hub-gossip (fixed by the image)"),
+        "{show}"
+    );
     // The node still works through it: DHCP gave it its address (replies are let in).
     let addr = sh(&vm, "ip -4 addr show dev eth0");
     assert!(addr.contains("inet 10.0.2.15/24"), "{addr}");
@@ -114,7 +118,7 @@ fn expose_and_unexpose_change_the_ruleset_and_survive_a_restart() {
         "{ruleset}"
     );
     let show = sh(&vm, "tessera firewall show");
-    assert!(show.contains("exposures: 3"), "{show}");
+    assert!(show.contains("exposures: 6"), "{show}");
     assert!(show.contains("tcp   8080   public      e2e"), "{show}");
 
     // Bad input is refused by field, and nothing changes.
@@ -199,53 +203,6 @@ fn from_outside_the_cluster_a_public_port_answers_and_a_cluster_port_does_not() 
     );
 }
 
-/// A private L2 network: a network namespace with a bridge and one tap per VM. Removed (with
-/// everything in it) when dropped.
-struct PrivateNet {
-    netns: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip(8)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl PrivateNet {
-    fn new(taps: &[&str]) -> PrivateNet {
-        let netns = format!("tessera-fw-{}", std::process::id());
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &netns])
-            .output();
-        ip(&["netns", "add", &netns]);
-        let net = PrivateNet { netns };
-        let ns = net.netns.as_str();
-        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", ns, "link", "set", "br0", "up"]);
-        for tap in taps {
-            ip(&["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"]);
-            ip(&["-n", ns, "link", "set", tap, "master", "br0"]);
-            ip(&["-n", ns, "link", "set", tap, "up"]);
-        }
-        net
-    }
-}
-
-impl Drop for PrivateNet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
-    }
-}
-
 fn seed(name: &str, address: &str) -> PathBuf {
     let dir = repo_root().join("out/e2e-seeds").join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -285,7 +242,7 @@ fn connect(vm: &Vm, addr: &str, port: u16) -> String {
 
 #[test]
 fn cluster_ports_are_reachable_from_the_peer_node_local_and_unexposed_ones_are_not() {
-    let net = PrivateNet::new(&["tap0", "tap1"]);
+    let net = PrivateNet::new("tessera-fw", &["tap0", "tap1"]);
     let a = boot_on(
         &net,
         "fw-a",

@@ -24,7 +24,7 @@ use tokio_rustls::TlsConnector;
 use crate::api::parse_target;
 use crate::defaults;
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s)"))
 }
 
@@ -38,13 +38,13 @@ pub struct HubArgs {
     pub server_name: Option<String>,
     /// The cluster CA certificate (PEM), e.g. the CA state directory's ca.pem.
     #[arg(long, env = "TESSERA_HUB_CA")]
-    pub ca: PathBuf,
+    pub ca: Option<PathBuf>,
     /// Your client certificate chain (PEM), e.g. admin.pem.
     #[arg(long, env = "TESSERA_HUB_CERT")]
-    pub cert: PathBuf,
+    pub cert: Option<PathBuf>,
     /// Its private key (PEM), e.g. admin.key.
     #[arg(long, env = "TESSERA_HUB_KEY")]
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: HubCommand,
 }
@@ -102,6 +102,8 @@ pub enum HubCommand {
     },
     /// The virtual-node table as this hub computes it.
     Ring,
+    /// Components on this node's console, through the local socket (no certificate needed).
+    Component(crate::component::ComponentArgs),
 }
 
 /// One keep-alive HTTPS connection to a hub's API.
@@ -244,6 +246,13 @@ fn check(status: u16, value: Value) -> anyhow::Result<Value> {
     Ok(value)
 }
 
+/// `--inputs` as JSON, or an error saying how to quote text.
+pub(crate) fn parse_inputs(inputs: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(inputs).with_context(|| {
+        format!("--inputs {inputs:?} is not JSON; quote strings: --inputs '\"text\"'")
+    })
+}
+
 fn call_body(
     target: &str,
     operation: &str,
@@ -253,9 +262,7 @@ fn call_body(
     expiry: Option<Duration>,
 ) -> anyhow::Result<Value> {
     let target = parse_target(target).map_err(|e| anyhow!(e.reason))?;
-    let inputs: Value = serde_json::from_str(inputs).with_context(|| {
-        format!("--inputs {inputs:?} is not JSON; quote strings: --inputs '\"text\"'")
-    })?;
+    let inputs = parse_inputs(inputs)?;
     let mut body = json!({
         "target": target,
         "object": object,
@@ -269,29 +276,53 @@ fn call_body(
     Ok(body)
 }
 
-/// Runs one `tessera hub …` command against the API.
+/// The client certificate files the API commands need, or what to pass.
+fn credentials(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Arc<ClientConfig>> {
+    match (&ca, &cert, &key) {
+        (Some(ca), Some(cert), Some(key)) => client_config(ca, cert, key),
+        _ => anyhow::bail!(
+            "the hub API needs --ca, --cert and --key (or TESSERA_HUB_CA, TESSERA_HUB_CERT, TESSERA_HUB_KEY), e.g. the CA state directory's ca.pem, admin.pem and admin.key; on a node's console use `tessera hub component …`, which goes through the local socket"
+        ),
+    }
+}
+
+/// Runs one `tessera hub …` command: `component` on the local socket, the rest against the API.
 pub async fn run_async(args: HubArgs) -> anyhow::Result<()> {
-    let addr = args
-        .api
+    let HubArgs {
+        api: api_addr,
+        server_name,
+        ca,
+        cert,
+        key,
+        command,
+    } = args;
+    let command = match command {
+        HubCommand::Component(c) => return crate::component::run(c).await,
+        other => other,
+    };
+    let addr = api_addr
         .to_socket_addrs()
-        .with_context(|| format!("--api {:?} is not host:port", args.api))?
+        .with_context(|| format!("--api {:?} is not host:port", api_addr))?
         .next()
-        .ok_or_else(|| anyhow!("--api {:?} resolves to no address", args.api))?;
-    let host = args
-        .api
+        .ok_or_else(|| anyhow!("--api {:?} resolves to no address", api_addr))?;
+    let host = api_addr
         .rsplit_once(':')
         .map(|(h, _)| h)
-        .unwrap_or(&args.api);
-    let server_name = args.server_name.clone().unwrap_or_else(|| {
+        .unwrap_or(&api_addr);
+    let server_name = server_name.unwrap_or_else(|| {
         format!(
             "{}.{}",
             defaults::HUB_AGENT_ID,
             host.trim_matches(['[', ']'])
         )
     });
-    let config = client_config(&args.ca, &args.cert, &args.key)?;
+    let config = credentials(ca, cert, key)?;
     let mut api = ApiClient::connect(addr, &server_name, config).await?;
-    match args.command {
+    match command {
         HubCommand::Groups => {
             let (s, v) = api.json("GET", "/v1/groups", None).await?;
             print(&check(s, v)?["groups"]);
@@ -355,6 +386,7 @@ pub async fn run_async(args: HubArgs) -> anyhow::Result<()> {
             let (s, v) = api.json("GET", "/v1/ring", None).await?;
             print(&check(s, v)?);
         }
+        HubCommand::Component(c) => crate::component::run(c).await?,
     }
     Ok(())
 }
@@ -393,6 +425,16 @@ mod tests {
         assert!(b.get("expiry_ms").is_none());
         let e = call_body("web", "get", "", "not json", false, None).unwrap_err();
         assert!(e.to_string().contains("is not JSON"), "{e}");
+    }
+
+    #[test]
+    fn api_commands_without_certificates_say_what_to_pass() {
+        let e = credentials(Some("ca.pem".into()), None, None).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("--ca, --cert and --key") && e.contains("tessera hub component"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! selectors), `monitor` (monitor diffs), `keys` (gossip keys), `hub` (the core), `local`
 //! (unix-socket channel), `client` (the library components use), `peer` (hub-to-hub mTLS),
 //! `cluster` (chitchat), `api` (HTTPS JSON), `node` (one hub with all its listeners),
-//! `service` (`tessera agent hub`), `cli` (`tessera hub …`), `bench` (`tessera bench hub`).
+//! `service` (`tessera agent hub`), `cli` (`tessera hub …`), `component` (`tessera hub
+//! component …`: components on a console), `bench` (`tessera bench hub`).
 
 pub mod api;
 #[cfg(feature = "bench")]
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod component;
 pub mod defaults;
 pub mod directory;
 pub mod ephemeral_ca;

@@ -64,7 +64,9 @@ async fn serve_connection(hub: Arc<Hub>, stream: UnixStream) {
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(defaults::CONNECTION_QUEUE);
     let writer = tokio::spawn(codec::write_frames(wr, rx));
-    let session = hub.open_session(tx.clone(), format!("local:{pid}"));
+    // Named like API callers (`api:<subsystem>@<node>`): a routed call's receiver sees where
+    // an anonymous caller is.
+    let session = hub.open_session(tx.clone(), format!("local:{pid}@{}", hub.id()));
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let mut buf = Vec::new();
     let mut first = true;

@@ -29,7 +29,8 @@ pub struct AgentArgs {
     pub peer_listen: SocketAddr,
     #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::GOSSIP_PORT)))]
     pub gossip_listen: SocketAddr,
-    /// The address other hubs reach this one at; default: the first non-loopback IPv4 address.
+    /// The address other hubs reach this one at; default: user-data's `network.address`, else
+    /// the first non-loopback IPv4 address.
     #[arg(long)]
     pub advertise: Option<IpAddr>,
     /// The user-data file (`node.cluster`, `hub.seeds`).
@@ -91,20 +92,45 @@ pub fn first_ipv4() -> Option<Ipv4Addr> {
     found
 }
 
-/// What the user-data says: the cluster name and the seeds.
-fn settings(args: &AgentArgs) -> anyhow::Result<(String, Vec<String>)> {
+/// What the user-data says about this hub.
+struct Settings {
+    cluster: String,
+    /// `hub.seeds` and `--seed`, each with a port.
+    seeds: Vec<String>,
+    /// `network.address` (static addressing), the address the node is known by.
+    address: Option<IpAddr>,
+}
+
+fn settings(args: &AgentArgs) -> anyhow::Result<Settings> {
     let config = tessera_userdata::load(&args.userdata)
         .with_context(|| format!("reading {}", args.userdata.display()))?;
     let cluster = config
         .as_ref()
         .map(|c| c.node.cluster.clone())
         .unwrap_or_else(|| tessera_userdata::schema::DEFAULT_CLUSTER.to_string());
+    let address = config
+        .as_ref()
+        .and_then(|c| c.network.as_ref())
+        .map(|n| n.address.addr);
     let mut seeds: Vec<String> = config
         .and_then(|c| c.hub)
         .map(|h| h.seeds)
         .unwrap_or_default();
     seeds.extend(args.seeds.iter().cloned());
-    Ok((cluster, seeds.iter().map(|s| seed_addr(s)).collect()))
+    Ok(Settings {
+        cluster,
+        seeds: seeds.iter().map(|s| seed_addr(s)).collect(),
+        address,
+    })
+}
+
+/// The seeds without this hub's own gossip address: one seed list can be shared by every
+/// node of a cluster.
+fn other_seeds(seeds: Vec<String>, own: SocketAddr) -> Vec<String> {
+    seeds
+        .into_iter()
+        .filter(|s| s.parse::<SocketAddr>().ok() != Some(own))
+        .collect()
 }
 
 fn tls_from_files(args: &AgentArgs) -> anyhow::Result<Tls> {
@@ -146,12 +172,23 @@ pub fn run_with_identity(args: AgentArgs, tls: Tls) -> anyhow::Result<()> {
         .thread_name("hub")
         .build()?;
     rt.block_on(async move {
-        let (cluster, seeds) = settings(&args)?;
+        let Settings {
+            cluster,
+            seeds,
+            address,
+        } = settings(&args)?;
         let advertise = args
             .advertise
+            .or(address)
             .or_else(|| first_ipv4().map(IpAddr::V4))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let unspecified = |a: SocketAddr| a.ip().is_unspecified();
+        let gossip_advertise = if unspecified(args.gossip_listen) {
+            SocketAddr::new(advertise, args.gossip_listen.port())
+        } else {
+            args.gossip_listen
+        };
+        let seeds = other_seeds(seeds, gossip_advertise);
         let config = NodeConfig {
             cluster_id: cluster.clone(),
             socket: Some(args.socket.clone()),
@@ -159,11 +196,7 @@ pub fn run_with_identity(args: AgentArgs, tls: Tls) -> anyhow::Result<()> {
             peer_advertise: unspecified(args.peer_listen).then_some(advertise),
             api_listen: Some(args.api_listen),
             gossip_listen: args.gossip_listen,
-            gossip_advertise: Some(if unspecified(args.gossip_listen) {
-                SocketAddr::new(advertise, args.gossip_listen.port())
-            } else {
-                args.gossip_listen
-            }),
+            gossip_advertise: Some(gossip_advertise),
             seeds: seeds.clone(),
             gossip_interval: defaults::GOSSIP_INTERVAL,
             phi_threshold: defaults::PHI_THRESHOLD,
@@ -204,5 +237,18 @@ mod tests {
         assert_eq!(seed_addr("192.168.77.2"), "192.168.77.2:7442");
         assert_eq!(seed_addr("[fd00::2]:9000"), "[fd00::2]:9000");
         assert_eq!(seed_addr("fd00::2"), "[fd00::2]:7442");
+    }
+
+    #[test]
+    fn a_shared_seed_list_leaves_out_the_hub_itself() {
+        let seeds = ["192.168.77.11", "192.168.77.12", "n3.example"]
+            .iter()
+            .map(|s| seed_addr(s))
+            .collect();
+        let own: SocketAddr = "192.168.77.11:7442".parse().unwrap();
+        assert_eq!(
+            other_seeds(seeds, own),
+            vec!["192.168.77.12:7442", "n3.example:7442"]
+        );
     }
 }
