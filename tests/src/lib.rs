@@ -186,6 +186,24 @@ pub fn boot_with_forwards(name: &str, append: &[&str], forwards: &[(u16, u16)]) 
     start_logged(cfg, name)
 }
 
+/// [`boot_with_forwards`] with extra disks attached (a NoCloud seed: /dev/vdb, …).
+pub fn boot_with_forwards_and_disks(
+    name: &str,
+    append: &[&str],
+    forwards: &[(u16, u16)],
+    disks: &[PathBuf],
+) -> Vm {
+    let mut cfg = VmConfig::new(BootMode::Kernel, default_image());
+    cfg.name = name.to_string();
+    cfg.append = append.iter().map(|s| s.to_string()).collect();
+    cfg.forwards = forwards
+        .iter()
+        .map(|&(host, guest)| tessera_qemu::PortForward { host, guest })
+        .collect();
+    cfg.disks = disks.to_vec();
+    start_logged(cfg, name)
+}
+
 /// A free TCP port on 127.0.0.1 (for a forward).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
