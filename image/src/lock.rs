@@ -575,7 +575,9 @@ filename = "pool/main/s/systemd/systemd-boot-efi_252.39-1~deb12u2_amd64.deb"
     fn library_closure_follows_lib_packages_only() {
         let mut deps = |name: &str| -> Result<Vec<String>, ImageError> {
             Ok(depends_names(match name {
-                "nftables" => "libnftables1 (= 1.0.6), libc6 (>= 2.34), libedit2 | libreadline8, zlib1g",
+                "nftables" => {
+                    "libnftables1 (= 1.0.6), libc6 (>= 2.34), libedit2 | libreadline8, zlib1g"
+                }
                 "libnftables1" => "libmnl0, libc6:any",
                 "libc6" => "libgcc-s1",
                 "libgcc-s1" => "gcc-12-base (= 12.2), libc6",
@@ -585,7 +587,14 @@ filename = "pool/main/s/systemd/systemd-boot-efi_252.39-1~deb12u2_amd64.deb"
         let libs = library_closure(&["nftables".into()], &mut deps).unwrap();
         assert_eq!(
             libs,
-            ["libc6", "libedit2", "libgcc-s1", "libmnl0", "libnftables1", "zlib1g"]
+            [
+                "libc6",
+                "libedit2",
+                "libgcc-s1",
+                "libmnl0",
+                "libnftables1",
+                "zlib1g"
+            ]
         );
     }
 

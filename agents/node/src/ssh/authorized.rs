@@ -101,8 +101,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from_userdata(&path).unwrap(), [KEY]);
-        std::fs::write(&path, "version = 1\n[ssh]\nauthorized_keys = [\"ssh-dss AAAA\"]\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "version = 1\n[ssh]\nauthorized_keys = [\"ssh-dss AAAA\"]\n",
+        )
+        .unwrap();
         let e = from_userdata(&path).unwrap_err().to_string();
         assert!(e.contains("ssh.authorized_keys[0]"), "{e}");
     }

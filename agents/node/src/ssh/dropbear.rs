@@ -38,13 +38,20 @@ pub fn event(line: &str) -> (&'static str, &'static str, Value) {
         fields["dropbear_pid"] = json!(pid);
         return ("info", "login accepted", fields);
     }
-    let lower = text.to_ascii_lowercase();
-    let level = if lower.contains("fail") || lower.contains("error") || lower.contains("bad ") {
+    // "Exit before auth … (user 'root', 0 fails)" is a client giving up: not a warning.
+    let level = if ["Failed", "Bad", "Error", "Premature"]
+        .iter()
+        .any(|w| text.starts_with(w))
+    {
         "warn"
     } else {
         "info"
     };
-    (level, "dropbear", json!({"dropbear_pid": pid, "text": text}))
+    (
+        level,
+        "dropbear",
+        json!({"dropbear_pid": pid, "text": text}),
+    )
 }
 
 /// `[pid] Mon DD HH:MM:SS ` off the front of a line (when it is there).
@@ -158,8 +165,15 @@ mod tests {
             fields["text"],
             "Failed listening on '22': Error listening: Address in use"
         );
+        let (level, _, _) = event(
+            "[91] Nov 25 21:13:12 Exit before auth from <10.0.2.2:51460>: (user 'root', 0 fails): Exited normally",
+        );
+        assert_eq!(level, "info");
         let (_, _, fields) = event("no prefix at all");
-        assert_eq!(fields, json!({"dropbear_pid": null, "text": "no prefix at all"}));
+        assert_eq!(
+            fields,
+            json!({"dropbear_pid": null, "text": "no prefix at all"})
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub enum HostKeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot run {program}: {source}; the image must ship dropbear-bin (image/programs.toml)")]
+    #[error(
+        "cannot run {program}: {source}; the image must ship dropbear-bin (image/programs.toml)"
+    )]
     Spawn {
         program: String,
         source: std::io::Error,
@@ -120,8 +122,7 @@ pub fn parse_public(output: &str) -> Option<(String, String)> {
     let public = output.lines().find_map(|l| {
         let mut words = l.split_whitespace();
         let (kind, data) = (words.next()?, words.next()?);
-        (kind.starts_with("ssh-") || kind.starts_with("ecdsa-"))
-            .then(|| format!("{kind} {data}"))
+        (kind.starts_with("ssh-") || kind.starts_with("ecdsa-")).then(|| format!("{kind} {data}"))
     })?;
     let fingerprint = output.lines().find_map(|l| {
         l.trim()
@@ -149,7 +150,12 @@ fn run(program: &Path, args: &[&str], path: &Path) -> Result<String, HostKeyErro
     );
     if !out.status.success() {
         return Err(HostKeyError::Failed {
-            command: format!("{} {} -f {}", program.display(), args.join(" "), path.display()),
+            command: format!(
+                "{} {} -f {}",
+                program.display(),
+                args.join(" "),
+                path.display()
+            ),
             detail: text.trim().to_string(),
         });
     }
@@ -273,7 +279,10 @@ mod tests {
             ))
         );
         let ecdsa = "Public key portion is:\necdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTI= root@n1\nFingerprint: SHA256:abc\n";
-        assert_eq!(parse_public(ecdsa).unwrap().0, "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTI=");
+        assert_eq!(
+            parse_public(ecdsa).unwrap().0,
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTI="
+        );
         // An old MD5 fingerprint, or an error, is no answer.
         assert_eq!(
             parse_public("ssh-rsa AAAA x\nFingerprint: md5 12:34\n"),
@@ -320,7 +329,11 @@ mod tests {
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|k| k.generated && k.replaced.is_none()));
         assert_eq!(
-            std::fs::metadata(&key_dir.path).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(&key_dir.path)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o700
         );
         let again = ensure(&key_dir, &tool).unwrap();

@@ -25,7 +25,7 @@ use super::authorized;
 use super::dropbear;
 use super::host_keys::{self, HostKey, KeyDir};
 use crate::firewall;
-use crate::net::service::log;
+use crate::net::service::{block_on_one_thread, log};
 
 /// How often user-data is read again.
 pub const CONFIG_POLL: Duration = Duration::from_secs(2);
@@ -33,8 +33,12 @@ pub const CONFIG_POLL: Duration = Duration::from_secs(2);
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long dropbear may take to exit on SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a SIGTERM may trail dropbear's exit and still count as a stop.
+const STOP_RACE: Duration = Duration::from_millis(500);
 /// dropbear's pid file.
 pub const PID_FILE: &str = "/run/tessera/dropbear.pid";
+/// dropbear records logins here and complains at every login when it is missing.
+pub const LASTLOG: &str = "/var/log/lastlog";
 /// Who the firewall exposure belongs to (`tessera firewall show`).
 pub const OWNER: &str = "ssh";
 /// The environment dropbear starts with (it gives sessions their own: HOME, SHELL, and a PATH
@@ -54,6 +58,7 @@ pub struct Paths {
     pub persistent_dir: PathBuf,
     pub volatile_dir: PathBuf,
     pub pid_file: PathBuf,
+    pub lastlog: PathBuf,
     pub dropbear: PathBuf,
     pub dropbearkey: PathBuf,
     pub firewall_socket: PathBuf,
@@ -70,6 +75,7 @@ impl Default for Paths {
             persistent_dir: host_keys::PERSISTENT_DIR.into(),
             volatile_dir: host_keys::VOLATILE_DIR.into(),
             pid_file: PID_FILE.into(),
+            lastlog: LASTLOG.into(),
             dropbear: dropbear::DROPBEAR.into(),
             dropbearkey: host_keys::DROPBEARKEY.into(),
             firewall_socket: firewall::service::SOCKET.into(),
@@ -80,11 +86,7 @@ impl Default for Paths {
 
 /// Runs the service on a one-thread tokio runtime; returns on SIGTERM or a fatal error.
 pub fn run() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(serve(Paths::default()))
+    block_on_one_thread(serve(Paths::default()))
 }
 
 /// dropbear running, and what it was started with.
@@ -134,6 +136,12 @@ pub async fn serve(paths: Paths) -> anyhow::Result<()> {
                 return Ok(());
             }
             status = exited(&mut service.console) => {
+                // PID 1 signals the agent and its process group together on a stop: a
+                // dropbear that went first is a stop, not a crash.
+                if tokio::time::timeout(STOP_RACE, term.recv()).await.is_ok() {
+                    service.turn_off("stopping (SIGTERM)").await;
+                    return Ok(());
+                }
                 service.close_port().await;
                 bail!(
                     "dropbear exited ({}); its last lines are in `tessera logs ssh`",
@@ -259,8 +267,26 @@ impl Service {
             &self.paths.persistent_dir,
             &self.paths.volatile_dir,
         );
-        let host_keys = host_keys::ensure(&dir, &self.paths.dropbearkey)?;
+        let (dir, host_keys) = match host_keys::ensure(&dir, &self.paths.dropbearkey) {
+            Ok(keys) => (dir, keys),
+            // A data volume that is full or read-only must not lock the developer out.
+            Err(e) if dir.persistent => {
+                log(
+                    "error",
+                    "host keys unusable on the data volume; using tmpfs for this boot",
+                    json!({"reason": e.to_string(), "fix": "check the data volume (`tessera logs storage`, `df`)"}),
+                );
+                let volatile = KeyDir {
+                    path: self.paths.volatile_dir.clone(),
+                    persistent: false,
+                };
+                let keys = host_keys::ensure(&volatile, &self.paths.dropbearkey)?;
+                (volatile, keys)
+            }
+            Err(e) => return Err(e.into()),
+        };
         log_host_keys(&dir, &host_keys);
+        prepare_lastlog(&self.paths.lastlog);
         let child = self.spawn_dropbear(&host_keys)?;
         let mut console = Console {
             child,
@@ -314,15 +340,17 @@ impl Service {
 
     /// Stops dropbear and closes the port (when the console is on).
     async fn turn_off(&mut self, why: &str) {
+        if let Some(c) = &self.console {
+            log(
+                "info",
+                "stopping dropbear",
+                json!({"reason": why, "dropbear_pid": c.child.id()}),
+            );
+        }
         self.close_port().await;
         let Some(mut c) = self.console.take() else {
             return;
         };
-        log(
-            "info",
-            "stopping dropbear",
-            json!({"reason": why, "dropbear_pid": c.child.id()}),
-        );
         if let Some(pid) = c.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
@@ -442,6 +470,27 @@ fn log_host_keys(dir: &KeyDir, keys: &[HostKey]) {
             "host keys are in tmpfs: new ones every boot",
             json!({"dir": dir.path.display().to_string(),
                    "fix": "give the node a data volume (user-data [storage]) to keep them"}),
+        );
+    }
+}
+
+/// Creates an empty lastlog (dropbear fills in root's entry) unless there is one.
+fn prepare_lastlog(path: &std::path::Path) {
+    let made = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(drop)
+        });
+    if let Err(e) = made {
+        log(
+            "warn",
+            "no lastlog; dropbear will complain at each login",
+            json!({"path": path.display().to_string(), "reason": e.to_string()}),
         );
     }
 }
