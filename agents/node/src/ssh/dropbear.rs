@@ -183,8 +183,8 @@ mod tests {
                   1: 0F02000A:0016 0202000A:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1235 1\n"
             .to_string();
         // Port 22 only in an established connection: not listening.
-        assert!(!listening(&[v4.clone()], 22));
-        assert!(listening(&[v4.clone()], 7331));
+        assert!(!listening(std::slice::from_ref(&v4), 22));
+        assert!(listening(std::slice::from_ref(&v4), 7331));
         let v6 = "  sl  local_address                         remote_address                        st\n\
                   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 99 1\n"
             .to_string();
