@@ -4,7 +4,8 @@
 //! `tessera status` runs in the session; the server offers no password authentication and a
 //! different key is refused; the host key the client saw is the one the node logged. Without
 //! keys: the service is off (not failed), port 22 is neither listened on nor open in the
-//! firewall, and the connection fails.
+//! firewall, and the connection fails. Keys that arrive late (an IMDS that answers only after
+//! the node booted) turn the console on without a restart.
 
 #[path = "../../agents/userdata/tests/common/mod.rs"]
 mod userdata_helpers;
@@ -14,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
-use userdata_helpers::fat_image;
+use userdata_helpers::{fat_image, Imds};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -263,4 +264,30 @@ fn without_keys_the_console_is_off_and_port_22_stays_closed() {
         !stderr.contains("Authenticated") && !stderr.contains("Server host key"),
         "{stderr}"
     );
+}
+
+#[test]
+fn keys_that_arrive_late_from_imds_turn_the_console_on() {
+    let dir = fresh_dir("ssh-late");
+    let (key, public) = keypair(&dir, "dev");
+    let doc = format!(
+        "version = 1\n\n[node]\nhostname = \"ssh-late\"\n\n[ssh]\nauthorized_keys = [\"{public}\"]\n"
+    );
+    // The metadata service answers 30 s after the test starts: the node boots without
+    // user-data, the userdata service keeps retrying, and the ssh service follows the file.
+    let imds = Imds::start_late(Some(doc.as_bytes()), Duration::from_secs(30));
+    let port = free_port();
+    let endpoint = format!("tessera.imds=http://10.0.2.2:{}", imds.port);
+    let vm = boot_with_forwards_and_disks("ssh-late", &[&endpoint], &[(port, 22)], &[]);
+    wait_ready(&vm, BootMode::Kernel);
+    let status = sh_until(&vm, "tessera status", Duration::from_secs(240), |s| {
+        status_row(s, "ssh").join(" ").contains("on: port 22,")
+    });
+    // Still the first process: turned on by reading user-data again, not by a restart.
+    assert_eq!(status_row(&status, "ssh")[4], "0", "{status}");
+    let out = ssh(port, &key, &[], "hostname; tessera status");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.starts_with("ssh-late\n"), "{stdout}");
+    assert!(stdout.contains("SERVICE "), "{stdout}");
 }
