@@ -13,6 +13,7 @@ PACKAGES=(
   dpkg-dev                                     # dpkg-deb to unpack the pinned packages
   openssl curl iproute2                        # checks with real clients
   dosfstools mtools genisoimage e2fsprogs      # NoCloud volumes for the user-data tests
+  openssh-client                               # ssh, ssh-keygen: the SSH console test's client
 )
 
 missing=()

@@ -346,9 +346,19 @@ pub fn depends_names(field: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `lib*` packages in the Depends closure of `roots` (shared libraries are packaged as
-/// `lib*` in Debian; other dependencies, such as `gcc-12-base` or `debconf`, ship no library
-/// a program links against and are not followed). `libc6` is always there: it has the loader.
+/// Library packages whose names do not start with `lib` (zlib's, which dropbear, btrfs-progs
+/// and lvm2 link against).
+const LIBRARY_PACKAGES_WITHOUT_LIB_PREFIX: &[&str] = &["zlib1g"];
+
+/// Whether a dependency is a shared library package (followed by [`library_closure`]).
+fn is_library_package(name: &str) -> bool {
+    name.starts_with("lib") || LIBRARY_PACKAGES_WITHOUT_LIB_PREFIX.contains(&name)
+}
+
+/// The `lib*` packages (and zlib1g) in the Depends closure of `roots` (shared libraries are
+/// packaged as `lib*` in Debian; other dependencies, such as `gcc-12-base` or `debconf`, ship
+/// no library a program links against and are not followed). `libc6` is always there: it has
+/// the loader.
 pub fn library_closure(
     roots: &[String],
     depends_of: &mut dyn FnMut(&str) -> Result<Vec<String>, ImageError>,
@@ -365,7 +375,7 @@ pub fn library_closure(
             libraries.insert(name.clone());
         }
         for dep in depends_of(&name)? {
-            if dep.starts_with("lib") && !seen.contains(&dep) {
+            if is_library_package(&dep) && !seen.contains(&dep) {
                 queue.push(dep);
             }
         }
@@ -565,7 +575,9 @@ filename = "pool/main/s/systemd/systemd-boot-efi_252.39-1~deb12u2_amd64.deb"
     fn library_closure_follows_lib_packages_only() {
         let mut deps = |name: &str| -> Result<Vec<String>, ImageError> {
             Ok(depends_names(match name {
-                "nftables" => "libnftables1 (= 1.0.6), libc6 (>= 2.34), libedit2 | libreadline8",
+                "nftables" => {
+                    "libnftables1 (= 1.0.6), libc6 (>= 2.34), libedit2 | libreadline8, zlib1g"
+                }
                 "libnftables1" => "libmnl0, libc6:any",
                 "libc6" => "libgcc-s1",
                 "libgcc-s1" => "gcc-12-base (= 12.2), libc6",
@@ -575,7 +587,14 @@ filename = "pool/main/s/systemd/systemd-boot-efi_252.39-1~deb12u2_amd64.deb"
         let libs = library_closure(&["nftables".into()], &mut deps).unwrap();
         assert_eq!(
             libs,
-            ["libc6", "libedit2", "libgcc-s1", "libmnl0", "libnftables1"]
+            [
+                "libc6",
+                "libedit2",
+                "libgcc-s1",
+                "libmnl0",
+                "libnftables1",
+                "zlib1g"
+            ]
         );
     }
 

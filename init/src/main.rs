@@ -141,6 +141,8 @@ enum AgentCommand {
     Hub(Box<tessera_hub::service::AgentArgs>),
     /// Firewall: the nftables table `inet tessera` and its exposures API.
     Firewall,
+    /// SSH developer console: dropbear with root's keys from user-data (off without keys).
+    Ssh,
 }
 
 #[derive(Subcommand)]
@@ -274,6 +276,7 @@ fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
         [a, b] if a == "agent" && b == "firewall" => {
             Some(("agent firewall", tessera_node::firewall::run))
         }
+        [a, b] if a == "agent" && b == "ssh" => Some(("agent ssh", tessera_node::ssh::run)),
         _ => None,
     }
 }
@@ -353,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(AgentCommand::Net) => tessera_node::net::run()?,
         Command::Agent(AgentCommand::Certmgr) => tessera_certmgr::run_service()?,
         Command::Agent(AgentCommand::Firewall) => tessera_node::firewall::run()?,
+        Command::Agent(AgentCommand::Ssh) => tessera_node::ssh::run()?,
         Command::Firewall(cmd) => firewall_cli(cmd)?,
         #[cfg(feature = "host")]
         Command::Image(cmd) => tessera_image::run(cmd)?,

@@ -179,6 +179,16 @@ pub fn status_row(status: &str, service: &str) -> Vec<String> {
 /// Starts a direct-kernel VM of the default image with host ports forwarded to guest ports
 /// (`(host, guest)`, the host side on 127.0.0.1 only).
 pub fn boot_with_forwards(name: &str, append: &[&str], forwards: &[(u16, u16)]) -> Vm {
+    boot_with_forwards_and_disks(name, append, forwards, &[])
+}
+
+/// [`boot_with_forwards`] with extra disks attached (a NoCloud seed: /dev/vdb, …).
+pub fn boot_with_forwards_and_disks(
+    name: &str,
+    append: &[&str],
+    forwards: &[(u16, u16)],
+    disks: &[PathBuf],
+) -> Vm {
     let mut cfg = VmConfig::new(BootMode::Kernel, default_image());
     cfg.name = name.to_string();
     cfg.append = append.iter().map(|s| s.to_string()).collect();
@@ -186,6 +196,7 @@ pub fn boot_with_forwards(name: &str, append: &[&str], forwards: &[(u16, u16)]) 
         .iter()
         .map(|&(host, guest)| tessera_qemu::PortForward { host, guest })
         .collect();
+    cfg.disks = disks.to_vec();
     start_logged(cfg, name)
 }
 

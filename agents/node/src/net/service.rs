@@ -54,11 +54,19 @@ impl Default for Paths {
 
 /// Runs the service on a one-thread tokio runtime; returns only on a fatal error.
 pub fn run() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    block_on_one_thread(serve(Paths::default()))
+}
+
+/// Runs an agent's main future on a one-thread tokio runtime (the agents of this crate need
+/// no more).
+pub fn block_on_one_thread(
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(serve(Paths::default()))
+        .context("starting the tokio runtime")?
+        .block_on(main)
 }
 
 pub async fn serve(paths: Paths) -> anyhow::Result<()> {
