@@ -16,6 +16,9 @@ pub struct HostCa {
     pub state: PathBuf,
     pub port: u16,
     pub fingerprint: String,
+    /// Lifetime of the certificates it issues (`tessera ca serve --lifetime`); the CA's
+    /// default when `None`.
+    pub lifetime: Option<String>,
     server: Option<Child>,
 }
 
@@ -53,6 +56,7 @@ impl HostCa {
             state,
             port,
             fingerprint: String::new(),
+            lifetime: None,
             server: None,
         };
         ca.fingerprint = ca.run(&["fingerprint"]);
@@ -74,6 +78,11 @@ impl HostCa {
             .args(["ca", "serve", "--state"])
             .arg(&self.state)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(
+                self.lifetime
+                    .iter()
+                    .flat_map(|l| ["--lifetime", l.as_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -102,6 +111,11 @@ impl HostCa {
             .args(["ca", "serve", "--state"])
             .arg(&self.state)
             .args(["--listen", &listen])
+            .args(
+                self.lifetime
+                    .iter()
+                    .flat_map(|l| ["--lifetime", l.as_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -55,6 +55,72 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Polls the API until it answers (the node agent comes up after certmgr).
+fn first_answer(curl: &Curl, vm: &tessera_qemu::Vm) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = curl.run(true, &[], "/v1/status");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node API never answered: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sh(vm, "tessera status; tessera logs node")
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Certificates that live 90 s: the node agent renews its own through certmgr (a holder may
+/// ask for its successor) and the API keeps answering after the first certificate expired.
+#[test]
+fn the_node_api_renews_its_certificate_before_it_expires() {
+    let mut ca = HostCa::init("node-api-renew");
+    ca.lifetime = Some("90s".into());
+    ca.serve();
+    let token = ca.token(NODE);
+    let args = ca.kernel_args(&token, NODE);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let port = free_port();
+    let vm = boot_with_forwards("node-api-renew", &refs, &[(port, 7443)]);
+    wait_ready(&vm, BootMode::Kernel);
+    let curl = Curl {
+        port,
+        state: ca.state.clone(),
+    };
+    first_answer(&curl, &vm);
+    let first = sh(&vm, "tessera logs node | grep 'node identity obtained'");
+    let renewed = sh_until(
+        &vm,
+        "tessera logs node | grep 'node identity renew'",
+        Duration::from_secs(240),
+        |out| out.contains("node identity renewed"),
+    );
+    let serial = |line: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("serial="))
+            .map(|s| s.trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no serial= in {line:?}"))
+    };
+    let renewed_line = renewed
+        .lines()
+        .find(|l| l.contains("node identity renewed"))
+        .expect("the renewal event");
+    assert_ne!(serial(&first), serial(renewed_line), "{first}\n{renewed}");
+    // The CA issued the successor as a node certificate of this node.
+    let list = ca.list();
+    assert!(
+        list.contains(&serial(renewed_line)),
+        "the CA's ledger lacks the renewed certificate:\n{list}"
+    );
+    // Past the first certificate's end, a new connection still verifies: it is shown the new one.
+    std::thread::sleep(Duration::from_secs(95));
+    let status = curl.ok(&[], "/v1/status");
+    assert_eq!(json(&status)["lifecycle"]["state"], "available", "{status}");
+}
+
 #[test]
 fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
     let ca = HostCa::start("node-api");
@@ -71,21 +137,7 @@ fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
         state: ca.state.clone(),
     };
 
-    // The node agent comes up after certmgr: poll until the API answers.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        let out = curl.run(true, &[], "/v1/status");
-        if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node API never answered: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            sh(&vm, "tessera status; tessera logs node")
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    };
+    let status = first_answer(&curl, &vm);
     let v = json(&status);
     assert_eq!(v["lifecycle"]["state"], "available", "{status}");
     assert_eq!(v["node"]["hostname"], NODE, "{status}");

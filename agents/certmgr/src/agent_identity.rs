@@ -5,8 +5,9 @@
 //! configurations here, so they all trust only the cluster CA, check its CRL and see their
 //! peers' subsystem and capabilities (`tessera_identity::tls::peer_identity`).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -102,5 +103,117 @@ impl AgentIdentity {
     /// The DNS name in this identity's certificate (`<agent id>.<node>`), which clients dial.
     pub fn dns_name(&self) -> String {
         format!("{}.{}", self.peer.agent_id, self.peer.node)
+    }
+
+    /// A successor of this identity (thesis 4.8, subsequent hand-off): certmgr at `socket`
+    /// gives a holder a token for its own subsystem and agent id, redeemed like the first one;
+    /// the CA and CRL to trust are fetched again with it.
+    pub fn renew(&self, socket: &Path) -> Result<AgentIdentity, AgentIdentityError> {
+        let token = client::child_token(
+            socket,
+            &self.peer.subsystem,
+            &self.peer.agent_id,
+            &self.peer.capabilities,
+        )?;
+        AgentIdentity::obtain(&token, socket)
+    }
+}
+
+/// Retries of a failed renewal come at least this far apart.
+pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(5);
+
+/// How long to wait before renewing a certificate valid until `not_after`: two thirds of what
+/// is left, at least [`RENEW_RETRY_MIN`] (so a failed renewal is retried ever more often as
+/// the end nears, and at that pace once it is past).
+pub fn renew_delay(not_after: SystemTime, now: SystemTime) -> Duration {
+    let left = not_after.duration_since(now).unwrap_or_default();
+    (left * 2 / 3).max(RENEW_RETRY_MIN)
+}
+
+/// What a renewal thread reports: the new identity, or why it could not get one.
+pub type RenewReport = Result<PeerIdentity, String>;
+
+/// The TLS configurations of an identity that keeps itself renewed. Servers and clients take
+/// the current ones for each new connection; open connections keep the ones they started with.
+pub struct LiveTls {
+    current: RwLock<(Arc<ServerConfig>, Arc<ClientConfig>)>,
+}
+
+impl LiveTls {
+    pub fn new(identity: &AgentIdentity) -> Result<Arc<LiveTls>, tls::TlsError> {
+        Ok(Arc::new(LiveTls {
+            current: RwLock::new((identity.server_config()?, identity.client_config()?)),
+        }))
+    }
+
+    pub fn server(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    pub fn client(&self) -> Arc<ClientConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Renews `identity` through certmgr at `socket` before it expires, for as long as the
+    /// process runs, on a thread of its own; `report` hears of every renewal and failure.
+    pub fn keep_renewed(
+        self: &Arc<Self>,
+        identity: AgentIdentity,
+        socket: PathBuf,
+        report: impl Fn(RenewReport) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let live = self.clone();
+        std::thread::Builder::new()
+            .name("identity-renew".into())
+            .spawn(move || {
+                let mut identity = identity;
+                loop {
+                    std::thread::sleep(renew_delay(identity.peer.not_after, SystemTime::now()));
+                    let renewed = identity.renew(&socket).map_err(|e| e.to_string());
+                    let configs = renewed.and_then(|new| {
+                        let c = (new.server_config(), new.client_config());
+                        match c {
+                            (Ok(s), Ok(c)) => Ok((new, s, c)),
+                            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+                        }
+                    });
+                    match configs {
+                        Ok((new, server, client)) => {
+                            *live.current.write().unwrap_or_else(|p| p.into_inner()) =
+                                (server, client);
+                            report(Ok(new.peer.clone()));
+                            identity = new;
+                        }
+                        Err(why) => report(Err(why)),
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_at_two_thirds_of_what_is_left_and_retries_near_the_end() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        assert_eq!(renew_delay(now + hours(3), now), hours(2));
+        assert_eq!(
+            renew_delay(now + Duration::from_secs(6), now),
+            RENEW_RETRY_MIN
+        );
+        // Already expired: keep trying at the retry pace.
+        assert_eq!(renew_delay(now - hours(1), now), RENEW_RETRY_MIN);
     }
 }

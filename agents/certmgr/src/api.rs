@@ -271,8 +271,12 @@ fn authorize_child(
     ))
 }
 
+/// An identity holder may request children of the subsystems its capabilities list, and a
+/// successor of its own identity (same subsystem and agent id: the renewal of thesis 4.8's
+/// subsequent hand-off), never with capabilities it does not hold.
 fn check_holder(holder: &PeerIdentity, req: &ChildRequest) -> Result<(), ApiError> {
-    if !holder.has_capability(&req.subsystem) {
+    let renewal = req.subsystem == holder.subsystem && req.agent_id == holder.agent_id;
+    if !renewal && !holder.has_capability(&req.subsystem) {
         return Err(ApiError::new(
             "capability_missing",
             format!(
@@ -404,4 +408,51 @@ fn redeem(caller: Caller, ctx: &Context, token: &str, pid: Option<u32>) -> Resul
         ],
     );
     Ok(Reply::Secret(protocol::redeem_reply(&identity)))
+}
+
+#[cfg(test)]
+mod holder_tests {
+    use super::*;
+
+    fn holder(subsystem: &str, agent_id: &str, caps: &[&str]) -> PeerIdentity {
+        PeerIdentity {
+            cluster: "c".into(),
+            subsystem: subsystem.into(),
+            node: "n1.example".into(),
+            agent_id: agent_id.into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            serial: "01".into(),
+            not_after: std::time::SystemTime::now(),
+        }
+    }
+
+    fn req(subsystem: &str, agent_id: &str, caps: &[&str]) -> ChildRequest {
+        ChildRequest {
+            subsystem: subsystem.into(),
+            agent_id: agent_id.into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            uris: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_holder_may_renew_itself_but_not_become_another_agent() {
+        let hub = holder("hub", "hub", &[]);
+        assert_eq!(check_holder(&hub, &req("hub", "hub", &[])), Ok(()));
+        let other = check_holder(&hub, &req("hub", "hub2", &[])).unwrap_err();
+        assert_eq!(other.code, "capability_missing");
+        let node = check_holder(&hub, &req("node", "node", &[])).unwrap_err();
+        assert_eq!(node.code, "capability_missing");
+    }
+
+    #[test]
+    fn a_renewal_cannot_add_capabilities() {
+        let agent = holder("container", "c1", &["web"]);
+        assert_eq!(
+            check_holder(&agent, &req("container", "c1", &["web"])),
+            Ok(())
+        );
+        let more = check_holder(&agent, &req("container", "c1", &["web", "node"])).unwrap_err();
+        assert!(more.reason.contains("\"node\""), "{}", more.reason);
+    }
 }

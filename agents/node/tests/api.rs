@@ -92,7 +92,12 @@ impl Api {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        rt.spawn(server::serve(node, listener, tls, std::future::pending()));
+        rt.spawn(server::serve(
+            node,
+            listener,
+            move || tls.clone(),
+            std::future::pending(),
+        ));
         Api { ca, addr, rt }
     }
 

@@ -25,28 +25,22 @@ pub const LIMITS: Limits = Limits {
 /// Requests other than a log stream must be answered within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `node` on `listener` until `shutdown` completes.
+/// Serves `node` on `listener` until `shutdown` completes; `tls` gives each new connection
+/// the current configuration (the identity renews itself).
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Fn() -> Arc<rustls::ServerConfig> + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
 ) {
-    https::serve(
-        listener,
-        move || tls.clone(),
-        LIMITS,
-        shutdown,
-        report,
-        move |conn, _| {
-            // Who the peer is comes from its client certificate, once per connection.
-            let peer = tessera_identity::tls::peer_identity(conn).map(Arc::new);
-            let node = node.clone();
-            Some(service_fn(move |req| {
-                request(node.clone(), peer.clone(), req)
-            }))
-        },
-    )
+    https::serve(listener, tls, LIMITS, shutdown, report, move |conn, _| {
+        // Who the peer is comes from its client certificate, once per connection.
+        let peer = tessera_identity::tls::peer_identity(conn).map(Arc::new);
+        let node = node.clone();
+        Some(service_fn(move |req| {
+            request(node.clone(), peer.clone(), req)
+        }))
+    })
     .await
 }
 

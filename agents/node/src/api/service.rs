@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::json;
-use tessera_certmgr::agent_identity::AgentIdentity;
+use tessera_certmgr::agent_identity::{AgentIdentity, LiveTls};
 
 use super::node::Node;
 use super::server;
@@ -30,12 +30,26 @@ pub fn run() -> anyhow::Result<()> {
     let identity = AgentIdentity::from_handoff().context(
         "obtaining the node API's certificate from certmgr (the service file must say `identity = { subsystem = \"node\", agent_id = \"node\" }`)",
     )?;
-    let tls = identity.server_config()?;
+    let tls = LiveTls::new(&identity)?;
+    let name = identity.dns_name();
     log(
         "info",
         "node identity obtained",
-        json!({"name": identity.dns_name(), "serial": identity.peer.serial}),
+        json!({"name": name, "serial": identity.peer.serial, "not_after": humantime::format_rfc3339_seconds(identity.peer.not_after).to_string()}),
     );
+    // The certificate lives a few hours; the API presents the renewed one to new connections.
+    tls.keep_renewed(identity, tessera_certmgr::client::default_socket(), |r| match r {
+        Ok(peer) => log(
+            "info",
+            "node identity renewed",
+            json!({"serial": peer.serial, "not_after": humantime::format_rfc3339_seconds(peer.not_after).to_string()}),
+        ),
+        Err(why) => log(
+            "warn",
+            "node identity renewal failed; retrying",
+            json!({"reason": why, "fix": "see `tessera logs certmgr` and `tessera identity status`"}),
+        ),
+    })?;
 
     let node = Arc::new(Node::new(
         tessera_common::paths::default_control_socket(),
@@ -63,9 +77,9 @@ pub fn run() -> anyhow::Result<()> {
             .with_context(|| format!("listening on {listen}; is another node agent running? set {LISTEN_ENV} to another address"))?;
         tokio::spawn(health::run(node.clone(), checks));
         node.apply(Event::AgentReady).ok();
-        log("info", "node API serving", json!({"listen": listen.to_string(), "name": identity.dns_name()}));
+        log("info", "node API serving", json!({"listen": listen.to_string(), "name": name}));
         let _ = tessera_common::notify::notify(&["READY=1".into(), format!("STATUS=node API on {listen}")]);
-        server::serve(node, listener, tls, async {
+        server::serve(node, listener, move || tls.server(), async {
             if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 term.recv().await;
             } else {
