@@ -94,7 +94,7 @@ fn the_node_api_renews_its_certificate_before_it_expires() {
     let first = sh(&vm, "tessera logs node | grep 'node identity obtained'");
     let renewed = sh_until(
         &vm,
-        "tessera logs node | grep 'node identity renew'",
+        "tessera logs node | grep 'node identity renew'; true",
         Duration::from_secs(240),
         |out| out.contains("node identity renewed"),
     );
@@ -117,7 +117,17 @@ fn the_node_api_renews_its_certificate_before_it_expires() {
     );
     // Past the first certificate's end, a new connection still verifies: it is shown the new one.
     std::thread::sleep(Duration::from_secs(95));
-    let status = curl.ok(&[], "/v1/status");
+    let out = curl.run(true, &[], "/v1/status");
+    assert!(
+        out.status.success(),
+        "after the first certificate expired: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sh(
+            &vm,
+            "tessera logs node | tail -n 20; tessera logs certmgr | tail -n 20"
+        )
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
     assert_eq!(json(&status)["lifecycle"]["state"], "available", "{status}");
 }
 

@@ -20,8 +20,11 @@ struct Holder {
 }
 
 impl Peers {
-    /// `pid` now holds `peer` (the latest identity it redeemed wins).
+    /// `pid` now holds `peer` (the latest identity it redeemed wins). The kernel names the
+    /// thread that called request_key(2); the identity belongs to its whole process (the
+    /// thread group that SO_PEERCRED names later).
     pub fn record(&self, pid: u32, peer: PeerIdentity) {
+        let pid = thread_group_of(pid).unwrap_or(pid);
         let Some(start_time) = process_start_time(pid) else {
             return;
         };
@@ -43,6 +46,17 @@ impl Peers {
         }
         Some(holder.peer.clone())
     }
+}
+
+/// The process (thread group) a thread id belongs to: `Tgid:` in /proc/<tid>/status.
+pub fn thread_group_of(tid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks after boot.
@@ -83,6 +97,26 @@ mod tests {
         assert!(peers.identity_of(me).unwrap().has_capability("container"));
         peers.record(me, peer(&["container"], false));
         assert!(peers.identity_of(me).is_none());
+    }
+
+    #[test]
+    fn an_identity_redeemed_by_a_thread_belongs_to_its_process() {
+        let peers = Peers::default();
+        let me = std::process::id();
+        // A live thread of this process (its /proc/<tid> exists while it runs).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let live_tid = rx.recv().unwrap();
+        assert_ne!(live_tid, me);
+        assert_eq!(thread_group_of(live_tid), Some(me));
+        peers.record(live_tid, peer(&["hub"], true));
+        assert!(peers.identity_of(me).is_some(), "the process holds it");
+        drop(done_tx);
+        worker.join().unwrap();
     }
 
     #[test]
