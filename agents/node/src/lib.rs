@@ -2,7 +2,8 @@
 //! and visible. So far it owns the network (`net`): links, addresses, routes, DNS and the
 //! host name from DHCP, run as the `net` service (`tessera agent net`); and the firewall
 //! (`firewall`): the nftables table `inet tessera` and its exposures API, run as the
-//! `firewall` service (`tessera agent firewall`).
+//! `firewall` service (`tessera agent firewall`); and the data disk (`storage`): Btrfs or LVM-thin
+//! volumes and snapshots, run as the `storage` service (`tessera agent storage`).
 //!
 //! It talks to PID 1 only through sd_notify and its stdout (structured log events). The
 //! network goes through the kernel's own interfaces (rtnetlink, sockets, /proc/sys), never by
@@ -13,6 +14,8 @@ pub mod api;
 pub mod cli;
 pub mod firewall;
 pub mod health;
+pub mod ipc;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod storage;
