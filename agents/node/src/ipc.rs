@@ -210,8 +210,9 @@ pub fn ask(
     let mut reply = String::new();
     conn.read_to_string(&mut reply)
         .with_context(|| format!("reading the reply from {}", socket.display()))?;
-    let v: Value = serde_json::from_str(reply.trim())
-        .with_context(|| format!("the {what} service answered something that is not JSON: {reply:?}"))?;
+    let v: Value = serde_json::from_str(reply.trim()).with_context(|| {
+        format!("the {what} service answered something that is not JSON: {reply:?}")
+    })?;
     Ok(match v.get("error").and_then(Value::as_str) {
         Some(code) => Err(Refused {
             code: code.to_string(),
@@ -226,7 +227,12 @@ pub fn ask(
 }
 
 /// Like [`ask`], with a refusal as an error (what CLIs print).
-pub fn call(socket: &Path, what: &str, request: &Value, timeout: Duration) -> anyhow::Result<Value> {
+pub fn call(
+    socket: &Path,
+    what: &str,
+    request: &Value,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
     Ok(ask(socket, what, request, timeout)??)
 }
 
@@ -252,7 +258,9 @@ mod tests {
                 call(&path, "test", &json!({"op": "ping"}), t).unwrap(),
                 json!({"pong": true})
             );
-            let refused = ask(&path, "test", &json!({"op": "x"}), t).unwrap().unwrap_err();
+            let refused = ask(&path, "test", &json!({"op": "x"}), t)
+                .unwrap()
+                .unwrap_err();
             assert_eq!(refused.code, "bad_request");
             assert_eq!(refused.reason, "only ping");
         } else {
@@ -272,6 +280,9 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap_err();
-        assert!(e.to_string().contains("is the storage service running"), "{e}");
+        assert!(
+            e.to_string().contains("is the storage service running"),
+            "{e}"
+        );
     }
 }

@@ -394,8 +394,14 @@ mod tests {
         assert_eq!(storage_status("not_found"), StatusCode::NOT_FOUND);
         assert_eq!(storage_status("exists"), StatusCode::CONFLICT);
         assert_eq!(storage_status("no_space"), StatusCode::INSUFFICIENT_STORAGE);
-        assert_eq!(storage_status("no_storage"), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(storage_status("internal"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            storage_status("no_storage"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            storage_status("internal"),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

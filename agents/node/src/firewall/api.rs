@@ -12,7 +12,11 @@ use crate::ipc;
 
 /// Binds the socket (replacing a stale one) and serves it on a thread.
 pub fn serve(path: &Path, fw: Arc<Firewall>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    ipc::serve(path, "firewall", Arc::new(move |line: &[u8]| handle(line, &fw)))
+    ipc::serve(
+        path,
+        "firewall",
+        Arc::new(move |line: &[u8]| handle(line, &fw)),
+    )
 }
 
 /// Answers one request line.

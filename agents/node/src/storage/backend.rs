@@ -114,7 +114,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" | "MIB" => 1 << 20,
         "G" | "GIB" => 1 << 30,
         "T" | "TIB" => 1 << 40,
-        _ => return Err(format!("size {text:?} has an unknown unit; use K, M, G or T")),
+        _ => {
+            return Err(format!(
+                "size {text:?} has an unknown unit; use K, M, G or T"
+            ))
+        }
     };
     match n.checked_mul(mult) {
         Some(0) | None => Err(format!("size {text:?} is out of range; use e.g. 1G")),
@@ -134,7 +138,9 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("1X").unwrap_err().contains("unknown unit"));
         assert!(parse_size("G").unwrap_err().contains("not a number"));
-        assert!(parse_size("99999999999T").unwrap_err().contains("out of range"));
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

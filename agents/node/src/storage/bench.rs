@@ -27,10 +27,17 @@ pub fn stats(samples: &[Duration]) -> Stats {
     let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(|a, b| a.total_cmp(b));
     if ms.is_empty() {
-        return Stats { median_ms: 0.0, p90_ms: 0.0 };
+        return Stats {
+            median_ms: 0.0,
+            p90_ms: 0.0,
+        };
     }
     let n = ms.len();
-    let median_ms = if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
+    let median_ms = if n % 2 == 1 {
+        ms[n / 2]
+    } else {
+        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+    };
     let p90_ms = ms[(n * 9).div_ceil(10) - 1];
     Stats { median_ms, p90_ms }
 }
@@ -78,7 +85,8 @@ pub fn run_bench(socket: &Path, runs: usize) -> anyhow::Result<()> {
     if b.list()?.iter().any(|v| v.name == src) {
         b.delete(&src)?;
     }
-    b.create(&src, Some(256 << 20)).context("creating the source volume bench-src")?;
+    b.create(&src, Some(256 << 20))
+        .context("creating the source volume bench-src")?;
     let src_path = Path::new(DATA_ROOT).join("volumes").join(src.as_str());
     std::fs::write(src_path.join("payload"), vec![7u8; 1 << 20])?;
     let cli_cmds = |i: usize| -> (Vec<String>, Vec<String>) {
@@ -86,15 +94,39 @@ pub fn run_bench(socket: &Path, runs: usize) -> anyhow::Result<()> {
             "btrfs" => {
                 let dst = format!("{SNAPSHOTS_DIR}/bench-cli-{i}");
                 (
-                    vec!["/bin/btrfs".into(), "subvolume".into(), "snapshot".into(), src_path.display().to_string(), dst.clone()],
-                    vec!["/bin/btrfs".into(), "subvolume".into(), "delete".into(), dst],
+                    vec![
+                        "/bin/btrfs".into(),
+                        "subvolume".into(),
+                        "snapshot".into(),
+                        src_path.display().to_string(),
+                        dst.clone(),
+                    ],
+                    vec![
+                        "/bin/btrfs".into(),
+                        "subvolume".into(),
+                        "delete".into(),
+                        dst,
+                    ],
                 )
             }
             _ => {
                 let lv = format!("bench-cli-{i}");
                 (
-                    vec![lvm::LVM.into(), "lvcreate".into(), "-s".into(), "-kn".into(), "-n".into(), lv.clone(), format!("{}/{}", lvm::VG, lvm::lv_name(&src))],
-                    vec![lvm::LVM.into(), "lvremove".into(), "-y".into(), format!("{}/{lv}", lvm::VG)],
+                    vec![
+                        lvm::LVM.into(),
+                        "lvcreate".into(),
+                        "-s".into(),
+                        "-kn".into(),
+                        "-n".into(),
+                        lv.clone(),
+                        format!("{}/{}", lvm::VG, lvm::lv_name(&src)),
+                    ],
+                    vec![
+                        lvm::LVM.into(),
+                        "lvremove".into(),
+                        "-y".into(),
+                        format!("{}/{lv}", lvm::VG),
+                    ],
                 )
             }
         }
@@ -115,9 +147,20 @@ pub fn run_bench(socket: &Path, runs: usize) -> anyhow::Result<()> {
     }
     b.delete(&src)?;
     let (o, c) = (stats(&ours), stats(&cli));
-    let peer = if backend == "btrfs" { "btrfs subvolume snapshot+delete" } else { "lvcreate -s + lvremove" };
-    let us = if backend == "btrfs" { "ours (ioctls)" } else { "ours (backend)" };
-    println!("{:<32} {:>10} {:>10}", "snapshot create+delete", "median ms", "p90 ms");
+    let peer = if backend == "btrfs" {
+        "btrfs subvolume snapshot+delete"
+    } else {
+        "lvcreate -s + lvremove"
+    };
+    let us = if backend == "btrfs" {
+        "ours (ioctls)"
+    } else {
+        "ours (backend)"
+    };
+    println!(
+        "{:<32} {:>10} {:>10}",
+        "snapshot create+delete", "median ms", "p90 ms"
+    );
     println!("{:<32} {:>10.2} {:>10.2}", us, o.median_ms, o.p90_ms);
     println!("{:<32} {:>10.2} {:>10.2}", peer, c.median_ms, c.p90_ms);
     println!("{}", line(&backend, runs, o, c));
@@ -130,10 +173,26 @@ mod tests {
 
     #[test]
     fn median_and_p90() {
-        let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
-        assert_eq!(stats(&ms(&[5, 1, 3])), Stats { median_ms: 3.0, p90_ms: 5.0 });
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            stats(&ms(&[5, 1, 3])),
+            Stats {
+                median_ms: 3.0,
+                p90_ms: 5.0
+            }
+        );
         let s = stats(&ms(&(1..=10).collect::<Vec<_>>()));
-        assert_eq!(s, Stats { median_ms: 5.5, p90_ms: 9.0 });
+        assert_eq!(
+            s,
+            Stats {
+                median_ms: 5.5,
+                p90_ms: 9.0
+            }
+        );
         assert_eq!(
             line("btrfs", 10, Stats { median_ms: 2.0, p90_ms: 3.0 }, Stats { median_ms: 8.0, p90_ms: 9.0 }),
             "NODE-STORAGE-BENCH backend=btrfs runs=10 ours_median_ms=2.00 ours_p90_ms=3.00 cli_median_ms=8.00 cli_p90_ms=9.00 ratio=4.00"

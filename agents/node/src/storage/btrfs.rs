@@ -42,9 +42,8 @@ impl Btrfs {
         };
         for kind in [Kind::Volume, Kind::Snapshot] {
             let dir = b.dir(kind);
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                StorageError::Internal(format!("creating {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| StorageError::Internal(format!("creating {}: {e}", dir.display())))?;
         }
         Ok(b)
     }
@@ -123,7 +122,9 @@ impl Backend for Btrfs {
     }
 
     fn delete(&self, name: &VolumeName) -> Result<(), StorageError> {
-        let (kind, _) = self.find(name).ok_or_else(|| StorageError::not_found(name))?;
+        let (kind, _) = self
+            .find(name)
+            .ok_or_else(|| StorageError::not_found(name))?;
         let dir = open_dir(&self.dir(kind))?;
         ioctl::destroy(dir.as_fd(), name.as_str()).map_err(|e| errno_error("deleting", name, e))
     }
@@ -196,8 +197,14 @@ mod tests {
     fn errnos_map_to_api_errors() {
         let n = VolumeName::parse("a").unwrap();
         assert_eq!(errno_error("creating", &n, Errno::EEXIST).code(), "exists");
-        assert_eq!(errno_error("creating", &n, Errno::ENOSPC).code(), "no_space");
-        assert_eq!(errno_error("deleting", &n, Errno::ENOENT).code(), "not_found");
+        assert_eq!(
+            errno_error("creating", &n, Errno::ENOSPC).code(),
+            "no_space"
+        );
+        assert_eq!(
+            errno_error("deleting", &n, Errno::ENOENT).code(),
+            "not_found"
+        );
         assert_eq!(errno_error("deleting", &n, Errno::EIO).code(), "internal");
     }
 }

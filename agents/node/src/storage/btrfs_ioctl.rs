@@ -119,6 +119,9 @@ mod tests {
         assert_eq!(a.transid, 0);
         assert_eq!(vol_args("", 0, 0).err(), Some(Errno::EINVAL));
         assert_eq!(vol_args("a/b", 0, 0).err(), Some(Errno::EINVAL));
-        assert_eq!(vol_args(&"x".repeat(NAME_LEN_V2), 0, 0).err(), Some(Errno::EINVAL));
+        assert_eq!(
+            vol_args(&"x".repeat(NAME_LEN_V2), 0, 0).err(),
+            Some(Errno::EINVAL)
+        );
     }
 }

@@ -25,7 +25,11 @@ pub fn create(socket: &Path, name: &str, size: Option<&str>) -> anyhow::Result<(
         req["size"] = json!(parse_size(s).map_err(anyhow::Error::msg)?);
     }
     let v = call(socket, &req)?;
-    println!("created volume {} at {}", name, v["path"].as_str().unwrap_or("?"));
+    println!(
+        "created volume {} at {}",
+        name,
+        v["path"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 
@@ -84,7 +88,11 @@ pub fn render_list(v: &Value) -> String {
             "{:<20} {:<9} {:<3} {:<16} {:<7} {}\n",
             x["name"].as_str().unwrap_or("?"),
             x["kind"].as_str().unwrap_or("?"),
-            if x["readonly"].as_bool() == Some(true) { "ro" } else { "rw" },
+            if x["readonly"].as_bool() == Some(true) {
+                "ro"
+            } else {
+                "rw"
+            },
             x["origin"].as_str().unwrap_or("-"),
             mib(&x["size_bytes"]),
             x["path"].as_str().unwrap_or("?"),
@@ -104,9 +112,15 @@ mod tests {
                 {"name": "data", "kind": "volume", "path": "/var/lib/tessera/volumes/data", "readonly": false, "origin": null, "size_bytes": 1u64 << 30},
                 {"name": "s1", "kind": "snapshot", "path": "/var/lib/tessera/volumes/s1", "readonly": true, "origin": "data", "size_bytes": 1u64 << 30}]});
         let t = render_list(&v);
-        assert!(t.starts_with("backend lvm-thin, 512M free of 1024M\n"), "{t}");
+        assert!(
+            t.starts_with("backend lvm-thin, 512M free of 1024M\n"),
+            "{t}"
+        );
         assert!(t.contains("data                 volume    rw  -                1024M   /var/lib/tessera/volumes/data\n"), "{t}");
-        assert!(t.contains("s1                   snapshot  ro  data             1024M"), "{t}");
+        assert!(
+            t.contains("s1                   snapshot  ro  data             1024M"),
+            "{t}"
+        );
         let empty = render_list(&json!({"backend": "btrfs", "volumes": []}));
         assert!(empty.contains("no volumes"), "{empty}");
     }

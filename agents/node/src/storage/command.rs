@@ -36,8 +36,16 @@ pub fn run(argv: &[String]) -> Result<String, StorageError> {
         .filter(|l| !l.trim().is_empty() && !l.contains("WARNING: "))
         .collect::<Vec<_>>()
         .join("; ");
-    let text = format!("`{}` failed ({}): {}", argv.join(" "), out.status, said.trim());
-    if said.contains("No space left") || said.contains("nsufficient free space") || said.contains("free space in thin pool") {
+    let text = format!(
+        "`{}` failed ({}): {}",
+        argv.join(" "),
+        out.status,
+        said.trim()
+    );
+    if said.contains("No space left")
+        || said.contains("nsufficient free space")
+        || said.contains("free space in thin pool")
+    {
         return Err(StorageError::no_space(&text));
     }
     Err(StorageError::Internal(text))

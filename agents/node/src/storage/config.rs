@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The same errors as the network's part of user-data.
+pub use crate::net::config::ConfigError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
@@ -40,36 +43,25 @@ struct UserData {
     storage: Option<StorageConfig>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: [storage] is not usable: {message}; fix it in user-data (agents/userdata/SCHEMA.md)")]
-    Toml { path: PathBuf, message: String },
-}
-
 /// `[storage]`, or None when user-data has none (or there is no user-data: a standalone node).
 pub fn load(path: &Path) -> Result<Option<StorageConfig>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    parse(&text, path)
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<Option<StorageConfig>, ConfigError> {
     let data: UserData = toml::from_str(text).map_err(|e| ConfigError::Toml {
         path: path.to_path_buf(),
-        message: e.message().to_string(),
+        message: format!(
+            "{}; fix [storage] in user-data (agents/userdata/SCHEMA.md)",
+            e.message()
+        ),
     })?;
     Ok(data.storage)
 }
@@ -92,6 +84,6 @@ mod tests {
         assert_eq!(c.device, PathBuf::from("/dev/vdb"));
         assert!(c.wipe);
         let e = parse("[storage]\nbackend = \"zfs\"\ndevice = \"/dev/vdb\"\n", p).unwrap_err();
-        assert!(e.to_string().contains("[storage] is not usable"), "{e}");
+        assert!(e.to_string().contains("fix [storage] in user-data"), "{e}");
     }
 }

@@ -30,7 +30,7 @@ pub const FSTYPE: &str = "ext4";
 /// lvm.conf for a node without udev, lvmetad, dmeventd or thin-provisioning-tools: lvm
 /// makes its own /dev nodes and links, and keeps no metadata backups on the tmpfs root.
 pub const CONFIG: &str = "\
-devices {\n  obtain_device_list_from_udev = 0\n  use_devicesfile = 0\n}\n\
+devices {\n  obtain_device_list_from_udev = 0\n  use_devicesfile = 0\n  hints = \"none\"\n}\n\
 activation {\n  udev_sync = 0\n  udev_rules = 0\n  monitoring = 0\n}\n\
 global {\n  thin_check_executable = \"\"\n  event_activation = 0\n  locking_dir = \"/run/tessera/lvm/lock\"\n}\n\
 backup {\n  backup = 0\n  archive = 0\n}\n";
@@ -72,10 +72,29 @@ pub mod commands {
     /// The pool takes most of the VG; lvm2 keeps room for its metadata spare. A full pool
     /// fails writes at once (`--errorwhenfull y`) instead of queueing them for a minute.
     pub fn thin_pool() -> Vec<String> {
-        lvm(&["lvcreate", "--type", "thin-pool", "-l", "90%FREE", "--errorwhenfull", "y", "-n", POOL, VG])
+        lvm(&[
+            "lvcreate",
+            "--type",
+            "thin-pool",
+            "-l",
+            "90%FREE",
+            "--errorwhenfull",
+            "y",
+            "-n",
+            POOL,
+            VG,
+        ])
     }
     pub fn thin_volume(lv: &str, size: &str) -> Vec<String> {
-        lvm(&["lvcreate", "-V", size, "-T", &format!("{VG}/{POOL}"), "-n", lv])
+        lvm(&[
+            "lvcreate",
+            "-V",
+            size,
+            "-T",
+            &format!("{VG}/{POOL}"),
+            "-n",
+            lv,
+        ])
     }
     /// A thin snapshot, activated like any volume (`-kn`), read-only with `-pr`.
     pub fn snapshot(origin: &str, lv: &str, readonly: bool) -> Vec<String> {
@@ -94,8 +113,15 @@ pub mod commands {
     }
     pub fn report() -> Vec<String> {
         lvm(&[
-            "lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-            "lv_name,origin,lv_size,lv_attr,data_percent", VG,
+            "lvs",
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "lv_name,origin,lv_size,lv_attr,data_percent",
+            VG,
         ])
     }
     pub fn mkfs(device: &Path) -> Vec<String> {
@@ -147,9 +173,17 @@ impl Lv {
         let name = VolumeName::parse(self.lv_name.strip_prefix("v-")?).ok()?;
         let origin = self.origin.strip_prefix("v-").map(String::from);
         Some(Volume {
-            path: root.join("volumes").join(name.as_str()).display().to_string(),
+            path: root
+                .join("volumes")
+                .join(name.as_str())
+                .display()
+                .to_string(),
             name,
-            kind: if origin.is_some() { Kind::Snapshot } else { Kind::Volume },
+            kind: if origin.is_some() {
+                Kind::Snapshot
+            } else {
+                Kind::Volume
+            },
             readonly: self.lv_attr.as_bytes().get(1) == Some(&b'r'),
             origin,
             size_bytes: self.lv_size.parse().ok(),
@@ -255,7 +289,9 @@ impl Backend for Lvm {
         name: &VolumeName,
         readonly: bool,
     ) -> Result<Volume, StorageError> {
-        let src = self.find(source)?.ok_or_else(|| StorageError::not_found(source))?;
+        let src = self
+            .find(source)?
+            .ok_or_else(|| StorageError::not_found(source))?;
         if self.find(name)?.is_some() {
             return Err(StorageError::exists(name));
         }
@@ -276,7 +312,11 @@ impl Backend for Lvm {
     }
 
     fn list(&self) -> Result<Vec<Volume>, StorageError> {
-        let mut v: Vec<Volume> = self.lvs()?.iter().filter_map(|lv| lv.volume(&self.root)).collect();
+        let mut v: Vec<Volume> = self
+            .lvs()?
+            .iter()
+            .filter_map(|lv| lv.volume(&self.root))
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }
@@ -297,8 +337,14 @@ mod tests {
     #[test]
     fn command_lines() {
         let j = |c: Vec<String>| c.join(" ");
-        assert_eq!(j(commands::pvcreate(Path::new("/dev/vdb"))), "/sbin/lvm pvcreate -ff -y /dev/vdb");
-        assert_eq!(j(commands::vgcreate(Path::new("/dev/vdb"))), "/sbin/lvm vgcreate tessera /dev/vdb");
+        assert_eq!(
+            j(commands::pvcreate(Path::new("/dev/vdb"))),
+            "/sbin/lvm pvcreate -ff -y /dev/vdb"
+        );
+        assert_eq!(
+            j(commands::vgcreate(Path::new("/dev/vdb"))),
+            "/sbin/lvm vgcreate tessera /dev/vdb"
+        );
         assert_eq!(
             j(commands::thin_pool()),
             "/sbin/lvm lvcreate --type thin-pool -l 90%FREE --errorwhenfull y -n pool tessera"
@@ -315,7 +361,10 @@ mod tests {
             j(commands::snapshot("v-data", "v-s2", false)),
             "/sbin/lvm lvcreate -s -kn -n v-s2 tessera/v-data"
         );
-        assert_eq!(j(commands::remove("v-s1")), "/sbin/lvm lvremove -y tessera/v-s1");
+        assert_eq!(
+            j(commands::remove("v-s1")),
+            "/sbin/lvm lvremove -y tessera/v-s1"
+        );
         assert_eq!(j(commands::activate()), "/sbin/lvm vgchange -ay tessera");
         assert_eq!(
             j(commands::mkfs(&device("v-data"))),
@@ -345,7 +394,10 @@ mod tests {
         let pool = lvs.iter().find(|l| l.lv_name == "pool").unwrap();
         assert_eq!(
             pool.pool_usage(),
-            Some(Usage { total_bytes: 1_000_000_000, free_bytes: 750_000_000 })
+            Some(Usage {
+                total_bytes: 1_000_000_000,
+                free_bytes: 750_000_000
+            })
         );
         assert!(parse_report("not json").is_err());
     }

@@ -8,10 +8,19 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use super::backend::StorageError;
 
 /// Mounts `device` (filesystem `fstype`) at `target`, creating the directory.
-pub fn mount_at(device: &Path, target: &Path, fstype: &str, readonly: bool) -> Result<(), StorageError> {
+pub fn mount_at(
+    device: &Path,
+    target: &Path,
+    fstype: &str,
+    readonly: bool,
+) -> Result<(), StorageError> {
     std::fs::create_dir_all(target)
         .map_err(|e| StorageError::Internal(format!("creating {}: {e}", target.display())))?;
-    let flags = if readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() } | MsFlags::MS_NOATIME;
+    let flags = if readonly {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    } | MsFlags::MS_NOATIME;
     mount(Some(device), target, Some(fstype), flags, None::<&str>).map_err(|e| {
         StorageError::Internal(format!(
             "mounting {} ({fstype}) at {}: {e}",

@@ -84,6 +84,9 @@ mod tests {
         assert!(why("a b").contains("other than"));
         assert!(why("é").contains("other than"));
         let text = VolumeName::parse("a/b").unwrap_err().to_string();
-        assert!(text.contains("\"a/b\" contains a slash; use 1-64 letters"), "{text}");
+        assert!(
+            text.contains("\"a/b\" contains a slash; use 1-64 letters"),
+            "{text}"
+        );
     }
 }

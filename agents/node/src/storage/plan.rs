@@ -46,25 +46,51 @@ mod tests {
     #[test]
     fn blank_is_formatted_ours_adopted() {
         let d = Path::new(DEV);
-        assert_eq!(decide(&Content::Blank, BackendKind::Btrfs, false, d), Plan::Format { wipe: false });
-        assert_eq!(decide(&Content::TesseraBtrfs, BackendKind::Btrfs, false, d), Plan::Adopt);
-        assert_eq!(decide(&Content::LvmPv, BackendKind::LvmThin, false, d), Plan::Adopt);
+        assert_eq!(
+            decide(&Content::Blank, BackendKind::Btrfs, false, d),
+            Plan::Format { wipe: false }
+        );
+        assert_eq!(
+            decide(&Content::TesseraBtrfs, BackendKind::Btrfs, false, d),
+            Plan::Adopt
+        );
+        assert_eq!(
+            decide(&Content::LvmPv, BackendKind::LvmThin, false, d),
+            Plan::Adopt
+        );
         // wipe never erases a disk of ours: a reboot with wipe = true keeps the volumes.
-        assert_eq!(decide(&Content::TesseraBtrfs, BackendKind::Btrfs, true, d), Plan::Adopt);
+        assert_eq!(
+            decide(&Content::TesseraBtrfs, BackendKind::Btrfs, true, d),
+            Plan::Adopt
+        );
     }
 
     #[test]
     fn foreign_is_refused_with_the_signature_and_the_fix() {
         let d = Path::new(DEV);
-        let Plan::Refuse(why) = decide(&Content::Foreign("an ext2/ext3/ext4 filesystem"), BackendKind::Btrfs, false, d) else {
+        let Plan::Refuse(why) = decide(
+            &Content::Foreign("an ext2/ext3/ext4 filesystem"),
+            BackendKind::Btrfs,
+            false,
+            d,
+        ) else {
             panic!("not refused")
         };
         assert_eq!(why, "/dev/vdb holds an ext2/ext3/ext4 filesystem; it was not formatted. To use it as the data disk (erasing it), set storage.wipe = true in user-data");
         assert_eq!(
-            decide(&Content::Foreign("a GPT partition table"), BackendKind::LvmThin, true, d),
+            decide(
+                &Content::Foreign("a GPT partition table"),
+                BackendKind::LvmThin,
+                true,
+                d
+            ),
             Plan::Format { wipe: true }
         );
-        assert!(matches!(decide(&Content::LvmPv, BackendKind::Btrfs, false, d), Plan::Refuse(w) if w.contains("LVM2 physical volume")));
-        assert!(matches!(decide(&Content::TesseraBtrfs, BackendKind::LvmThin, false, d), Plan::Refuse(w) if w.contains("storage.backend is lvm-thin")));
+        assert!(
+            matches!(decide(&Content::LvmPv, BackendKind::Btrfs, false, d), Plan::Refuse(w) if w.contains("LVM2 physical volume"))
+        );
+        assert!(
+            matches!(decide(&Content::TesseraBtrfs, BackendKind::LvmThin, false, d), Plan::Refuse(w) if w.contains("storage.backend is lvm-thin"))
+        );
     }
 }

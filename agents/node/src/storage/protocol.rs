@@ -21,9 +21,18 @@ use crate::ipc::ApiError;
 pub enum Request {
     Status,
     List,
-    Create { name: VolumeName, size: Option<u64> },
-    Snapshot { source: VolumeName, name: VolumeName, readonly: bool },
-    Delete { name: VolumeName },
+    Create {
+        name: VolumeName,
+        size: Option<u64>,
+    },
+    Snapshot {
+        source: VolumeName,
+        name: VolumeName,
+        readonly: bool,
+    },
+    Delete {
+        name: VolumeName,
+    },
 }
 
 #[derive(Deserialize)]
@@ -47,7 +56,9 @@ pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
     let raw: Raw = serde_json::from_slice(line).map_err(|e| {
         ApiError::new(
             "bad_request",
-            format!("not a request ({e}); send one JSON object per line such as {{\"op\":\"list\"}}"),
+            format!(
+                "not a request ({e}); send one JSON object per line such as {{\"op\":\"list\"}}"
+            ),
         )
     })?;
     let only = |allowed: &[&str]| -> Result<(), ApiError> {
@@ -71,9 +82,15 @@ pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
         "create" => {
             only(&["name", "size"])?;
             if raw.size == Some(0) {
-                return Err(ApiError::new("bad_request", "size: 0 bytes; give e.g. 1073741824 (1 GiB)"));
+                return Err(ApiError::new(
+                    "bad_request",
+                    "size: 0 bytes; give e.g. 1073741824 (1 GiB)",
+                ));
             }
-            Ok(Request::Create { name: name("name", &raw.name)?, size: raw.size })
+            Ok(Request::Create {
+                name: name("name", &raw.name)?,
+                size: raw.size,
+            })
         }
         "snapshot" => {
             only(&["name", "source", "readonly"])?;
@@ -85,7 +102,9 @@ pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
         }
         "delete" => {
             only(&["name"])?;
-            Ok(Request::Delete { name: name("name", &raw.name)? })
+            Ok(Request::Delete {
+                name: name("name", &raw.name)?,
+            })
         }
         other => Err(ApiError::new(
             "bad_request",
@@ -110,13 +129,23 @@ mod tests {
         assert_eq!(parse(br#"{"op":"list"}"#), Ok(Request::List));
         assert_eq!(
             parse(br#"{"op":"create","name":"data","size":4096}"#),
-            Ok(Request::Create { name: n("data"), size: Some(4096) })
+            Ok(Request::Create {
+                name: n("data"),
+                size: Some(4096)
+            })
         );
         assert_eq!(
             parse(br#"{"op":"snapshot","source":"data","name":"s1","readonly":true}"#),
-            Ok(Request::Snapshot { source: n("data"), name: n("s1"), readonly: true })
+            Ok(Request::Snapshot {
+                source: n("data"),
+                name: n("s1"),
+                readonly: true
+            })
         );
-        assert_eq!(parse(br#"{"op":"delete","name":"s1"}"#), Ok(Request::Delete { name: n("s1") }));
+        assert_eq!(
+            parse(br#"{"op":"delete","name":"s1"}"#),
+            Ok(Request::Delete { name: n("s1") })
+        );
     }
 
     #[test]

@@ -122,7 +122,11 @@ impl Storage {
                 done("volume created", &v);
                 Ok(json!(v))
             }
-            Request::Snapshot { source, name, readonly } => {
+            Request::Snapshot {
+                source,
+                name,
+                readonly,
+            } => {
                 Self::room(b)?;
                 let v = b.snapshot(&source, &name, readonly).map_err(api_error)?;
                 done("snapshot created", &v);
@@ -143,15 +147,23 @@ fn status(text: &str) {
 
 fn load_modules() {
     for m in MODULES {
-        if let Err(e) = std::process::Command::new("/sbin/modprobe").args(["-q", m]).status() {
-            log("warn", "modprobe not run", json!({"module": m, "reason": e.to_string()}));
+        if let Err(e) = std::process::Command::new("/sbin/modprobe")
+            .args(["-q", m])
+            .status()
+        {
+            log(
+                "warn",
+                "modprobe not run",
+                json!({"module": m, "reason": e.to_string()}),
+            );
         }
     }
 }
 
 /// The first [`PROBE_LEN`] bytes of `device`.
 fn read_head(device: &Path) -> Result<Vec<u8>, String> {
-    let mut f = std::fs::File::open(device).map_err(|e| format!("cannot open {}: {e}", device.display()))?;
+    let mut f = std::fs::File::open(device)
+        .map_err(|e| format!("cannot open {}: {e}", device.display()))?;
     let mut buf = Vec::with_capacity(PROBE_LEN);
     Read::by_ref(&mut f)
         .take(PROBE_LEN as u64)
@@ -236,12 +248,20 @@ pub fn prepare(cfg: &StorageConfig, root: &Path) -> State {
         Plan::Adopt => adopt(cfg, root),
         Plan::Format { wipe } => {
             if wipe {
-                log("warn", "wiping the data disk (storage.wipe = true)", json!({"device": device.display().to_string(), "found": format!("{content:?}")}));
+                log(
+                    "warn",
+                    "wiping the data disk (storage.wipe = true)",
+                    json!({"device": device.display().to_string(), "found": format!("{content:?}")}),
+                );
                 if let Err(e) = wipe_head(device) {
                     return State::Failed(e.to_string());
                 }
             }
-            log("info", "formatting the data disk", json!({"device": device.display().to_string(), "backend": cfg.backend.as_str()}));
+            log(
+                "info",
+                "formatting the data disk",
+                json!({"device": device.display().to_string(), "backend": cfg.backend.as_str()}),
+            );
             format(cfg, root)
         }
     };
@@ -256,18 +276,30 @@ pub fn prepare(cfg: &StorageConfig, root: &Path) -> State {
 
 /// Runs the service; returns only on a fatal error.
 pub fn run_service() -> anyhow::Result<()> {
-    serve(Path::new(crate::net::config::USERDATA_FILE), Path::new(DATA_ROOT), Path::new(SOCKET))
+    serve(
+        Path::new(crate::net::config::USERDATA_FILE),
+        Path::new(DATA_ROOT),
+        Path::new(SOCKET),
+    )
 }
 
 pub fn serve(userdata: &Path, root: &Path, socket: &Path) -> anyhow::Result<()> {
     let (config, state) = match config::load(userdata) {
         Ok(None) => {
-            log("info", "no data disk: user-data has no [storage]; volumes are unavailable", json!({}));
+            log(
+                "info",
+                "no data disk: user-data has no [storage]; volumes are unavailable",
+                json!({}),
+            );
             (None, State::NoDisk)
         }
         Err(e) => (None, State::Refused(e.to_string())),
         Ok(Some(cfg)) => {
-            status(&format!("preparing {} ({})", cfg.device.display(), cfg.backend.as_str()));
+            status(&format!(
+                "preparing {} ({})",
+                cfg.device.display(),
+                cfg.backend.as_str()
+            ));
             load_modules();
             let state = prepare(&cfg, root);
             (Some(cfg), state)
@@ -277,16 +309,35 @@ pub fn serve(userdata: &Path, root: &Path, socket: &Path) -> anyhow::Result<()> 
         State::NoDisk => "no data disk".to_string(),
         State::Refused(r) => format!("refused: {r}"),
         State::Failed(r) => format!("failed: {r}"),
-        State::Ready(b) => format!("{} on {} mounted at {}", b.kind().as_str(),
-            config.as_ref().map(|c| c.device.display().to_string()).unwrap_or_default(), root.display()),
+        State::Ready(b) => format!(
+            "{} on {} mounted at {}",
+            b.kind().as_str(),
+            config
+                .as_ref()
+                .map(|c| c.device.display().to_string())
+                .unwrap_or_default(),
+            root.display()
+        ),
     };
     match &state {
-        State::Ready(_) => log("info", "data disk ready", json!({"root": root.display().to_string(), "status": text})),
+        State::Ready(_) => log(
+            "info",
+            "data disk ready",
+            json!({"root": root.display().to_string(), "status": text}),
+        ),
         State::NoDisk => {}
-        State::Refused(r) => log("error", "data disk refused", json!({"reason": r, "fix": "set storage.wipe = true in user-data to format it, or attach a blank disk"})),
+        State::Refused(r) => log(
+            "error",
+            "data disk refused",
+            json!({"reason": r, "fix": "set storage.wipe = true in user-data to format it, or attach a blank disk"}),
+        ),
         State::Failed(r) => log("error", "data disk unusable", json!({"reason": r})),
     }
-    let storage = Arc::new(Storage { state, config, changes: Mutex::new(()) });
+    let storage = Arc::new(Storage {
+        state,
+        config,
+        changes: Mutex::new(()),
+    });
     let s = storage.clone();
     ipc::serve(
         socket,
