@@ -1,7 +1,7 @@
 //! The LVM-thin backend: the data disk is one PV in the VG `tessera` with a thin pool `pool`;
 //! every volume is a thin volume `v-<name>` with ext4 on it, mounted at
-//! /var/lib/tessera/volumes/<name>; snapshots are thin snapshots (`lvcreate -s`), taken with
-//! the origin frozen so that they are clean. The thin volume `meta` is mounted at
+//! /var/lib/tessera/volumes/<name>; snapshots are thin snapshots (`lvcreate -s`; lvm2
+//! suspends the origin, and device-mapper freezes its filesystem, so that they are clean). The thin volume `meta` is mounted at
 //! /var/lib/tessera itself. Command lines are built here as data and run with Debian's lvm2.
 
 use std::path::{Path, PathBuf};
@@ -69,8 +69,7 @@ pub mod commands {
     pub fn vgcreate(device: &Path) -> Vec<String> {
         lvm(&["vgcreate", VG, &device.display().to_string()])
     }
-    /// The pool takes most of the VG; lvm2 keeps room for its metadata spare. A full pool
-    /// fails writes at once (`--errorwhenfull y`) instead of queueing them for a minute.
+    /// The pool takes most of the VG; lvm2 keeps room for its metadata spare.
     pub fn thin_pool() -> Vec<String> {
         lvm(&[
             "lvcreate",
@@ -78,12 +77,15 @@ pub mod commands {
             "thin-pool",
             "-l",
             "90%FREE",
-            "--errorwhenfull",
-            "y",
             "-n",
             POOL,
             VG,
         ])
+    }
+    /// A full pool fails writes at once instead of queueing them for a minute
+    /// (lvcreate does not take `--errorwhenfull` for a pool; lvchange does).
+    pub fn error_when_full() -> Vec<String> {
+        lvm(&["lvchange", "--errorwhenfull", "y", &format!("{VG}/{POOL}")])
     }
     pub fn thin_volume(lv: &str, size: &str) -> Vec<String> {
         lvm(&[
@@ -218,6 +220,7 @@ impl Lvm {
         run(&commands::pvcreate(device))?;
         run(&commands::vgcreate(device))?;
         run(&commands::thin_pool())?;
+        run(&commands::error_when_full())?;
         run(&commands::thin_volume(META, META_SIZE))?;
         run(&commands::mkfs(&self::device(META)))?;
         mount::mount_at(&self::device(META), root, FSTYPE, false)?;
@@ -289,14 +292,18 @@ impl Backend for Lvm {
         name: &VolumeName,
         readonly: bool,
     ) -> Result<Volume, StorageError> {
-        let src = self
-            .find(source)?
-            .ok_or_else(|| StorageError::not_found(source))?;
-        if self.find(name)?.is_some() {
+        let all = self.list()?;
+        if !all.iter().any(|v| &v.name == source) {
+            return Err(StorageError::not_found(source));
+        }
+        if all.iter().any(|v| &v.name == name) {
             return Err(StorageError::exists(name));
         }
-        let cmd = commands::snapshot(&lv_name(source), &lv_name(name), readonly);
-        mount::frozen(Path::new(&src.path), || run(&cmd))??;
+        run(&commands::snapshot(
+            &lv_name(source),
+            &lv_name(name),
+            readonly,
+        ))?;
         self.mount_new(name, readonly)
     }
 
@@ -347,7 +354,11 @@ mod tests {
         );
         assert_eq!(
             j(commands::thin_pool()),
-            "/sbin/lvm lvcreate --type thin-pool -l 90%FREE --errorwhenfull y -n pool tessera"
+            "/sbin/lvm lvcreate --type thin-pool -l 90%FREE -n pool tessera"
+        );
+        assert_eq!(
+            j(commands::error_when_full()),
+            "/sbin/lvm lvchange --errorwhenfull y tessera/pool"
         );
         assert_eq!(
             j(commands::thin_volume("v-data", "1073741824b")),

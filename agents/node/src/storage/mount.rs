@@ -1,6 +1,5 @@
-//! Mounting the data disk and volumes, and freezing a filesystem for a consistent snapshot.
+//! Mounting the data disk and volumes.
 
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -48,23 +47,4 @@ pub fn unmount(target: &Path) -> Result<(), StorageError> {
             target.display()
         ))
     })
-}
-
-nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
-nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
-
-/// Freezes the filesystem mounted at `path` (its journal flushed, writes held) while `f`
-/// runs, so that a block-level snapshot taken in `f` is clean.
-pub fn frozen<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StorageError> {
-    let dir = std::fs::File::open(path)
-        .map_err(|e| StorageError::Internal(format!("opening {}: {e}", path.display())))?;
-    let mut arg: libc::c_int = 0;
-    // SAFETY: `dir` is open; FIFREEZE takes (and ignores) an int argument.
-    unsafe { fifreeze(dir.as_fd().as_raw_fd(), &mut arg) }
-        .map_err(|e| StorageError::Internal(format!("freezing {}: {e}", path.display())))?;
-    let out = f();
-    // SAFETY: as above.
-    unsafe { fithaw(dir.as_fd().as_raw_fd(), &mut arg) }
-        .map_err(|e| StorageError::Internal(format!("thawing {}: {e}", path.display())))?;
-    Ok(out)
 }

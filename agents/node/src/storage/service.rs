@@ -29,8 +29,9 @@ pub const SOCKET: &str = "/run/tessera/storage.sock";
 pub const MIN_FREE: u64 = 16 << 20;
 /// How long to wait for the data disk's device node.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(10);
-/// Kernel modules of the two backends (their dependencies come along).
-pub const MODULES: [&str; 2] = ["btrfs", "dm_thin_pool"];
+/// Kernel modules of the two backends (their dependencies come along); lvm2 wants the
+/// snapshot target loaded before it makes a thin snapshot.
+pub const MODULES: [&str; 3] = ["btrfs", "dm_thin_pool", "dm_snapshot"];
 
 /// What the service has decided about the data disk.
 pub enum State {
