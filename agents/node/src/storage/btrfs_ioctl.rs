@@ -101,11 +101,11 @@ mod tests {
     fn request_numbers_match_linux_btrfs_h() {
         // Values from linux/btrfs.h as compiled for x86_64.
         let w = |nr| nix::request_code_write!(BTRFS_IOCTL_MAGIC, nr, 4096);
-        assert_eq!(w(23) as u64, 0x5000_9417); // BTRFS_IOC_SNAP_CREATE_V2
-        assert_eq!(w(24) as u64, 0x5000_9418); // BTRFS_IOC_SUBVOL_CREATE_V2
-        assert_eq!(w(63) as u64, 0x5000_943f); // BTRFS_IOC_SNAP_DESTROY_V2
+        assert_eq!(w(23), 0x5000_9417); // BTRFS_IOC_SNAP_CREATE_V2
+        assert_eq!(w(24), 0x5000_9418); // BTRFS_IOC_SUBVOL_CREATE_V2
+        assert_eq!(w(63), 0x5000_943f); // BTRFS_IOC_SNAP_DESTROY_V2
         assert_eq!(
-            nix::request_code_read!(BTRFS_IOCTL_MAGIC, 25, 8) as u64,
+            nix::request_code_read!(BTRFS_IOCTL_MAGIC, 25, 8),
             0x8008_9419 // BTRFS_IOC_SUBVOL_GETFLAGS
         );
     }
