@@ -5,7 +5,7 @@
 //! snapshot's origin). A disk with an ext4 filesystem is not formatted without
 //! `storage.wipe = true` (the signature is still there afterwards, and the node says why); with
 //! it, the disk is formatted, and once it is full `tessera volume create` says so while the
-//! node keeps answering.
+//! node keeps answering. Without [storage] the service is ready and says there is no disk.
 
 #[path = "../../agents/userdata/tests/common/mod.rs"]
 mod userdata_helpers;
@@ -313,4 +313,24 @@ fn a_foreign_disk_is_kept_until_wipe_and_a_full_disk_says_so() {
     power_off(vm);
     assert!(!has_ext4_magic(&data), "the disk was not formatted");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_storage_in_user_data_the_service_is_ready_and_says_there_is_no_disk() {
+    let vm = boot(&default_image(), BootMode::Kernel, "storage-none", &[]);
+    wait_ready(&vm, BootMode::Kernel);
+    let status = sh(&vm, "tessera status");
+    let row = status_row(&status, "storage");
+    assert_eq!(row[2], "ready", "{status}");
+    assert!(row.join(" ").contains("no data disk"), "{status}");
+    let logs = sh(&vm, "tessera logs storage");
+    assert!(
+        logs.contains("no data disk: user-data has no [storage]"),
+        "{logs}"
+    );
+    let refused = fails(&vm, "tessera volume create data");
+    assert!(
+        refused.contains("no_storage") && refused.contains("add [storage] backend and device"),
+        "{refused}"
+    );
 }
