@@ -23,30 +23,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 8;
 
-/// A refusal with a stable code and a sentence with the cause and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {reason}")]
-pub struct ApiError {
-    pub code: &'static str,
-    pub reason: String,
-}
-
-impl ApiError {
-    pub fn new(code: &'static str, reason: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason: reason.into(),
-        }
-    }
-
-    pub fn line(&self) -> Vec<u8> {
-        let mut v = json!({"error": self.code, "reason": self.reason})
-            .to_string()
-            .into_bytes();
-        v.push(b'\n');
-        v
-    }
-}
+pub use tessera_common::api_error::ApiError;
 
 /// Answers one request line (already read, from a root caller) with one reply.
 pub type Handler = dyn Fn(&[u8]) -> Result<Value, ApiError> + Send + Sync;
