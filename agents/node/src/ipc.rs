@@ -4,8 +4,7 @@
 //! Who asks is read from the socket (SO_PEERCRED): root only, whatever the file mode says.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,15 +34,7 @@ pub fn serve(
     what: &'static str,
     handler: Arc<Handler>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = tessera_common::api_error::bind_private(path)?;
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name(format!("{what}-api"))
