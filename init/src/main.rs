@@ -119,6 +119,9 @@ enum Command {
     /// The node's firewall: exposures and the nftables table `inet tessera`.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Volumes and snapshots on the data disk (Btrfs subvolumes or LVM thin volumes).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Run one of the node's agents (they are started by PID 1 from their service files).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -143,6 +146,50 @@ enum AgentCommand {
     Firewall,
     /// SSH developer console: dropbear with root's keys from user-data (off without keys).
     Ssh,
+    /// Storage: the data disk, its volumes and snapshots (Btrfs or LVM thin).
+    Storage,
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// A new empty volume.
+    Create {
+        name: String,
+        /// Virtual size of an lvm-thin volume (e.g. 1G, 512M; default 1G). Btrfs ignores it.
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long, default_value = tessera_node::storage::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// A copy-on-write snapshot NAME of volume or snapshot SOURCE.
+    Snapshot {
+        source: String,
+        name: String,
+        #[arg(long)]
+        readonly: bool,
+        #[arg(long, default_value = tessera_node::storage::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// Volumes and snapshots, with the free space.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = tessera_node::storage::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// Delete a volume or snapshot (and its data).
+    Delete {
+        name: String,
+        #[arg(long, default_value = tessera_node::storage::service::SOCKET)]
+        socket: PathBuf,
+    },
+    /// Snapshot create+delete latency: ours against the Debian tools (`make bench-node`).
+    Bench {
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        #[arg(long, default_value = tessera_node::storage::service::SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -277,6 +324,9 @@ fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
             Some(("agent firewall", tessera_node::firewall::run))
         }
         [a, b] if a == "agent" && b == "ssh" => Some(("agent ssh", tessera_node::ssh::run)),
+        [a, b] if a == "agent" && b == "storage" => {
+            Some(("agent storage", tessera_node::storage::run))
+        }
         _ => None,
     }
 }
@@ -293,6 +343,24 @@ fn firewall_cli(cmd: FirewallCommand) -> anyhow::Result<()> {
         } => client::expose(&socket, &port, &scope, owner.as_deref()),
         FirewallCommand::Unexpose { port, socket } => client::unexpose(&socket, &port),
         FirewallCommand::Ruleset { socket } => client::ruleset(&socket),
+    }
+}
+
+fn volume_cli(cmd: VolumeCommand) -> anyhow::Result<()> {
+    use tessera_node::storage::{bench, client};
+    match cmd {
+        VolumeCommand::Create { name, size, socket } => {
+            client::create(&socket, &name, size.as_deref())
+        }
+        VolumeCommand::Snapshot {
+            source,
+            name,
+            readonly,
+            socket,
+        } => client::snapshot(&socket, &source, &name, readonly),
+        VolumeCommand::List { json, socket } => client::list(&socket, json),
+        VolumeCommand::Delete { name, socket } => client::delete(&socket, &name),
+        VolumeCommand::Bench { runs, socket } => bench::run_bench(&socket, runs),
     }
 }
 
@@ -358,6 +426,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(AgentCommand::Firewall) => tessera_node::firewall::run()?,
         Command::Agent(AgentCommand::Ssh) => tessera_node::ssh::run()?,
         Command::Firewall(cmd) => firewall_cli(cmd)?,
+        Command::Agent(AgentCommand::Storage) => tessera_node::storage::run()?,
+        Command::Volume(cmd) => volume_cli(cmd)?,
         #[cfg(feature = "host")]
         Command::Image(cmd) => tessera_image::run(cmd)?,
         #[cfg(feature = "host")]

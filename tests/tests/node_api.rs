@@ -183,6 +183,16 @@ fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
         "no cgroup memory for certmgr:\n{text}"
     );
 
+    // /v1/volumes reaches the storage service: this node's user-data has no [storage], so
+    // 503 with the service's reason.
+    let out = curl.run(true, &["-w", "\n%{http_code}"], "/v1/volumes");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.trim_end().ends_with("503"), "{text}");
+    assert!(
+        text.contains("\"no_storage\"") && text.contains("user-data has no [storage]"),
+        "{text}"
+    );
+
     // mark-unavailable through the API changes the status, with the reason.
     let marked = curl.ok(
         &[

@@ -8,8 +8,7 @@
 //! | `redeem` | root (the request-key callout) |
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,15 +50,7 @@ pub struct Caller {
 
 /// Binds the socket (replacing a stale one) and serves it on a thread.
 pub fn serve(path: &Path, ctx: Arc<Context>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = tessera_common::api_error::bind_private(path)?;
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("certmgr-api".into())

@@ -51,30 +51,7 @@ pub enum Request<'a> {
     },
 }
 
-/// A refusal: a stable code and a sentence with the cause and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {reason}")]
-pub struct ApiError {
-    pub code: &'static str,
-    pub reason: String,
-}
-
-impl ApiError {
-    pub fn new(code: &'static str, reason: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason: reason.into(),
-        }
-    }
-
-    pub fn line(&self) -> Vec<u8> {
-        let mut v = json!({"error": self.code, "reason": self.reason})
-            .to_string()
-            .into_bytes();
-        v.push(b'\n');
-        v
-    }
-}
+pub use tessera_common::api_error::ApiError;
 
 /// Parses one request line.
 pub fn parse(line: &[u8]) -> Result<Request<'_>, ApiError> {

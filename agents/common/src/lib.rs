@@ -5,6 +5,7 @@
 //! This crate holds data types and tiny clients only. It must not start processes, own state
 //! or depend on any other Tessera crate: everything else depends on it.
 
+pub mod api_error;
 pub mod cmdline;
 pub mod control;
 pub mod log;

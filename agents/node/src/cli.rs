@@ -46,7 +46,7 @@ pub enum NodeCommand {
     },
     /// The Prometheus exposition.
     Metrics,
-    /// Storage volumes (not served yet).
+    /// Volumes and snapshots on the node's data disk (JSON).
     Volumes,
     /// The firewall (not served yet).
     Firewall,

@@ -2,8 +2,9 @@
 //! and visible. So far it owns the network (`net`): links, addresses, routes, DNS and the
 //! host name from DHCP, run as the `net` service (`tessera agent net`); and the firewall
 //! (`firewall`): the nftables table `inet tessera` and its exposures API, run as the
-//! `firewall` service (`tessera agent firewall`); and the SSH developer console (`ssh`):
-//! dropbear with root's keys from user-data, run as the `ssh` service (`tessera agent ssh`).
+//! `firewall` service (`tessera agent firewall`); the SSH developer console (`ssh`):
+//! dropbear with root's keys from user-data, run as the `ssh` service (`tessera agent ssh`); and the data disk (`storage`): Btrfs or
+//! LVM-thin volumes and snapshots, run as the `storage` service (`tessera agent storage`).
 //!
 //! It talks to PID 1 only through sd_notify and its stdout (structured log events). The
 //! network goes through the kernel's own interfaces (rtnetlink, sockets, /proc/sys), never by
@@ -15,7 +16,9 @@ pub mod api;
 pub mod cli;
 pub mod firewall;
 pub mod health;
+pub mod ipc;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod ssh;
+pub mod storage;

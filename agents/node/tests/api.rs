@@ -287,13 +287,30 @@ fn metrics_parse_with_a_third_party_prometheus_parser() {
 }
 
 #[test]
-fn volumes_and_firewall_answer_not_implemented_with_a_reason() {
+fn volumes_without_the_storage_service_and_the_firewall_answer_with_a_reason() {
     let api = Api::start();
-    for path in ["/v1/volumes", "/v1/firewall"] {
-        let (code, body) = api.call(Some(api.operator()), "GET", path, None).unwrap();
-        assert_eq!(code, 501, "{path}: {body}");
-        assert_eq!(json(&body)["error"], "not_implemented");
-    }
+    // No storage service on this host: 503 saying which service to look at.
+    let (code, body) = api
+        .call(Some(api.operator()), "GET", "/v1/volumes", None)
+        .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(json(&body)["error"], "no_storage");
+    assert!(body.contains("is the storage service running"), "{body}");
+    let (code, body) = api
+        .call(Some(api.operator()), "POST", "/v1/volumes", Some("[1]"))
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    // Deleting is a change: a certificate without the node capability may not.
+    let hub = api.ca.issue("hub", "hub", &[]);
+    let (code, body) = api
+        .call(Some(hub), "DELETE", "/v1/volumes/data", None)
+        .unwrap();
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = api
+        .call(Some(api.operator()), "GET", "/v1/firewall", None)
+        .unwrap();
+    assert_eq!(code, 501, "{body}");
+    assert_eq!(json(&body)["error"], "not_implemented");
     let (code, _) = api
         .call(Some(api.operator()), "GET", "/v2/nothing", None)
         .unwrap();

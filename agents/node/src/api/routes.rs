@@ -8,7 +8,13 @@
 //! | `POST /v1/services/{name}/{start\|stop\|restart}` | change | PID 1's answer |
 //! | `GET /v1/logs?follow=1&service=S&tail=N` | read | JSON lines, streamed while following |
 //! | `GET /metrics` | read | Prometheus text |
-//! | `/v1/volumes`, `/v1/firewall` | read | 501 until storage and the firewall API land here |
+//! | `GET /v1/volumes` | read | volumes, snapshots and free space (the storage service's list) |
+//! | `POST /v1/volumes` `{"name":…,"size":bytes}` or `{"name":…,"source":…,"readonly":bool}` | change | the new volume or snapshot |
+//! | `DELETE /v1/volumes/{name}` | change | `{"ok":true}` |
+//! | `/v1/firewall` | read | 501 until the firewall API lands here |
+//!
+//! Volume errors keep the storage service's reason: 400 bad name or request, 404 no such
+//! volume, 409 exists, 507 no space left on the data disk, 503 no data disk (or refused).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -72,7 +78,7 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
-    let access = if method == Method::POST {
+    let access = if method == Method::POST || method == Method::DELETE {
         Access::Change
     } else {
         Access::Read
@@ -96,10 +102,12 @@ pub async fn handle(
             let n = node.clone();
             blocking(move || n.metrics_text()).await.map(|t| reply(StatusCode::OK, CONTENT_TYPE, full(t)))
         }
-        (_, ["v1", "volumes", ..]) => Ok(error(StatusCode::NOT_IMPLEMENTED, "not_implemented", "storage volumes are not served by the node API yet (issue 4 §3); nothing to do until it lands")),
+        (&Method::GET, ["v1", "volumes"]) => volumes(json!({"op": "list"})).await,
+        (&Method::POST, ["v1", "volumes"]) => volume_change(req).await,
+        (&Method::DELETE, ["v1", "volumes", name]) => volumes(json!({"op": "delete", "name": name})).await,
         (_, ["v1", "firewall", ..]) => Ok(error(StatusCode::NOT_IMPLEMENTED, "not_implemented", "the firewall is not served by the node API yet; on the node, `tessera firewall show` reads it")),
-        (_, ["v1", "status" | "lifecycle" | "services" | "logs", ..]) | (_, ["metrics"]) => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}; see the table in the README (Node API)"))),
-        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no {path} here; the node API serves /v1/status, /v1/lifecycle, /v1/services, /v1/logs and /metrics"))),
+        (_, ["v1", "status" | "lifecycle" | "services" | "logs" | "volumes", ..]) | (_, ["metrics"]) => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}; see the table in the README (Node API)"))),
+        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no {path} here; the node API serves /v1/status, /v1/lifecycle, /v1/services, /v1/logs, /v1/volumes and /metrics"))),
     };
     result.unwrap_or_else(|e| e)
 }
@@ -255,6 +263,60 @@ async fn service_action(
     }
 }
 
+/// The HTTP status of a storage service refusal.
+pub fn storage_status(code: &str) -> StatusCode {
+    match code {
+        "bad_request" => StatusCode::BAD_REQUEST,
+        "not_found" => StatusCode::NOT_FOUND,
+        "exists" => StatusCode::CONFLICT,
+        "no_space" => StatusCode::INSUFFICIENT_STORAGE,
+        "no_storage" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "forbidden" => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Proxies one request to the storage service's socket.
+async fn volumes(request: Value) -> Result<Response<Body>, Response<Body>> {
+    let socket = std::path::Path::new(crate::storage::service::SOCKET);
+    let asked = blocking(move || {
+        crate::ipc::ask(socket, "storage", &request, crate::storage::client::TIMEOUT)
+    })
+    .await?;
+    match asked {
+        Ok(Ok(v)) => Ok(json_reply(StatusCode::OK, &v)),
+        Ok(Err(refused)) => Err(error(
+            storage_status(&refused.code),
+            &refused.code,
+            refused.reason,
+        )),
+        Err(e) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_storage",
+            format!("{e:#}"),
+        )),
+    }
+}
+
+/// `POST /v1/volumes`: a snapshot when the body names a `source`, else a new volume.
+async fn volume_change(req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+    let mut body = read_json(req).await?;
+    let Value::Object(fields) = &mut body else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send a JSON object: {\"name\":\"data\"} or {\"name\":\"s1\",\"source\":\"data\",\"readonly\":true}",
+        ));
+    };
+    let op = if fields.contains_key("source") {
+        "snapshot"
+    } else {
+        "create"
+    };
+    fields.insert("op".into(), json!(op));
+    volumes(body).await
+}
+
 /// `follow`, `service` and `tail` from the query string.
 pub fn logs_request(query: &str) -> Result<control::Request, String> {
     let mut follow = false;
@@ -325,6 +387,22 @@ async fn logs(node: &Arc<Node>, query: &str) -> Result<Response<Body>, Response<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_refusals_keep_their_meaning_in_http() {
+        assert_eq!(storage_status("bad_request"), StatusCode::BAD_REQUEST);
+        assert_eq!(storage_status("not_found"), StatusCode::NOT_FOUND);
+        assert_eq!(storage_status("exists"), StatusCode::CONFLICT);
+        assert_eq!(storage_status("no_space"), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(
+            storage_status("no_storage"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            storage_status("internal"),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn logs_query_is_parsed_strictly() {

@@ -1,11 +1,8 @@
 //! `tessera firewall …`: a client of the firewall socket for the console and scripts.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::model::{self, Protocol, Scope};
@@ -15,28 +12,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends one request and returns the reply; an `{"error":…}` reply is an error.
 pub fn call(socket: &Path, request: &Value) -> anyhow::Result<Value> {
-    let mut conn = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot connect to {}: is the firewall service running (`tessera status`)? The API is for root",
-            socket.display()
-        )
-    })?;
-    conn.set_read_timeout(Some(TIMEOUT))?;
-    let mut line = request.to_string();
-    line.push('\n');
-    conn.write_all(line.as_bytes())?;
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply)
-        .with_context(|| format!("reading the reply from {}", socket.display()))?;
-    let v: Value = serde_json::from_str(reply.trim())
-        .with_context(|| format!("the firewall answered something that is not JSON: {reply:?}"))?;
-    if let Some(code) = v.get("error").and_then(Value::as_str) {
-        bail!(
-            "{code}: {}",
-            v.get("reason").and_then(Value::as_str).unwrap_or("")
-        );
-    }
-    Ok(v)
+    crate::ipc::call(socket, "firewall", request, TIMEOUT)
 }
 
 /// `PORT` or `PORT/PROTO` (tcp by default).

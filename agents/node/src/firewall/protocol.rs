@@ -12,34 +12,11 @@
 //! CODE one of bad_request, forbidden, rejected (nft refused; the old ruleset stays), internal.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::model::{self, Exposure, FieldError, Protocol};
 
-/// A refusal with a stable code and a sentence with the cause and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {reason}")]
-pub struct ApiError {
-    pub code: &'static str,
-    pub reason: String,
-}
-
-impl ApiError {
-    pub fn new(code: &'static str, reason: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason: reason.into(),
-        }
-    }
-
-    pub fn line(&self) -> Vec<u8> {
-        let mut v = json!({"error": self.code, "reason": self.reason})
-            .to_string()
-            .into_bytes();
-        v.push(b'\n');
-        v
-    }
-}
+pub use crate::ipc::ApiError;
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> ApiError {
