@@ -193,6 +193,50 @@ fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
         "{text}"
     );
 
+    // The firewall over the API: the image's fixed exposure is listed; an exposure added
+    // through POST is in force on the node (nft's own view), and DELETE removes it.
+    let fw = json(&curl.ok(&[], "/v1/firewall"));
+    assert!(
+        fw["exposures"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["port"] == 7443)),
+        "{fw}"
+    );
+    let exposed = curl.ok(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"port":8080,"protocol":"tcp","scope":"cluster","owner":"e2e"}"#,
+        ],
+        "/v1/firewall/exposures",
+    );
+    assert!(exposed.contains("8080"), "{exposed}");
+    let table = sh(&vm, "nft list table inet tessera");
+    assert!(table.contains("8080"), "{table}");
+    let bad = curl.run(
+        true,
+        &[
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+            "-d",
+            r#"{"port":99999,"scope":"cluster"}"#,
+        ],
+        "/v1/firewall/exposures",
+    );
+    let bad = String::from_utf8_lossy(&bad.stdout).into_owned();
+    assert!(
+        bad.trim_end().ends_with("400") && bad.contains("port"),
+        "{bad}"
+    );
+    let removed = curl.ok(&["-X", "DELETE"], "/v1/firewall/exposures/tcp/8080");
+    assert!(removed.contains("\"removed\":true"), "{removed}");
+    assert!(!sh(&vm, "nft list table inet tessera").contains("8080"));
+
     // mark-unavailable through the API changes the status, with the reason.
     let marked = curl.ok(
         &[

@@ -48,8 +48,18 @@ pub enum NodeCommand {
     Metrics,
     /// Volumes and snapshots on the node's data disk (JSON).
     Volumes,
-    /// The firewall (not served yet).
+    /// The firewall: cluster networks, exposures, the table in force (JSON).
     Firewall,
+    /// Open PORT[/udp] to a scope (node-local, cluster, public).
+    Expose {
+        port: String,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Close PORT[/udp] again.
+    Unexpose { port: String },
     /// Take the node out of service, saying why.
     MarkUnavailable { reason: String },
     /// Put it back.
@@ -110,6 +120,26 @@ pub fn run_node(a: NodeArgs) -> anyhow::Result<std::process::ExitCode> {
         NodeCommand::Metrics => ("GET", "/metrics".into(), None),
         NodeCommand::Volumes => ("GET", "/v1/volumes".into(), None),
         NodeCommand::Firewall => ("GET", "/v1/firewall".into(), None),
+        NodeCommand::Expose { port, scope, owner } => {
+            let (protocol, port) = crate::firewall::client::parse_port_spec(port)?;
+            let mut body = serde_json::json!({"port": port, "protocol": protocol, "scope": scope});
+            if let Some(o) = owner {
+                body["owner"] = serde_json::json!(o);
+            }
+            (
+                "POST",
+                "/v1/firewall/exposures".into(),
+                Some(body.to_string()),
+            )
+        }
+        NodeCommand::Unexpose { port } => {
+            let (protocol, port) = crate::firewall::client::parse_port_spec(port)?;
+            (
+                "DELETE",
+                format!("/v1/firewall/exposures/{protocol}/{port}"),
+                None,
+            )
+        }
         NodeCommand::MarkUnavailable { reason } => {
             ("POST", "/v1/lifecycle".into(), mark("unavailable", reason))
         }

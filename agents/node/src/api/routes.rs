@@ -11,7 +11,9 @@
 //! | `GET /v1/volumes` | read | volumes, snapshots and free space (the storage service's list) |
 //! | `POST /v1/volumes` `{"name":…,"size":bytes}` or `{"name":…,"source":…,"readonly":bool}` | change | the new volume or snapshot |
 //! | `DELETE /v1/volumes/{name}` | change | `{"ok":true}` |
-//! | `/v1/firewall` | read | 501 until the firewall API lands here |
+//! | `GET /v1/firewall` | read | cluster networks, exposures and the table in force (`tessera firewall show`) |
+//! | `POST /v1/firewall/exposures` `{"port":8080,"protocol":"tcp","scope":"cluster","owner":…}` | change | the exposures, once the new ruleset is in force |
+//! | `DELETE /v1/firewall/exposures/{tcp\|udp}/{port}` | change | `{"ok":true,"removed":bool}` |
 //!
 //! Volume errors keep the storage service's reason: 400 bad name or request, 404 no such
 //! volume, 409 exists, 507 no space left on the data disk, 503 no data disk (or refused).
@@ -105,9 +107,11 @@ pub async fn handle(
         (&Method::GET, ["v1", "volumes"]) => volumes(json!({"op": "list"})).await,
         (&Method::POST, ["v1", "volumes"]) => volume_change(req).await,
         (&Method::DELETE, ["v1", "volumes", name]) => volumes(json!({"op": "delete", "name": name})).await,
-        (_, ["v1", "firewall", ..]) => Ok(error(StatusCode::NOT_IMPLEMENTED, "not_implemented", "the firewall is not served by the node API yet; on the node, `tessera firewall show` reads it")),
-        (_, ["v1", "status" | "lifecycle" | "services" | "logs" | "volumes", ..]) | (_, ["metrics"]) => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}; see the table in the README (Node API)"))),
-        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no {path} here; the node API serves /v1/status, /v1/lifecycle, /v1/services, /v1/logs, /v1/volumes and /metrics"))),
+        (&Method::GET, ["v1", "firewall"]) => proxy(FIREWALL, json!({"op": "show"})).await,
+        (&Method::POST, ["v1", "firewall", "exposures"]) => expose(req).await,
+        (&Method::DELETE, ["v1", "firewall", "exposures", protocol, port]) => unexpose(protocol, port).await,
+        (_, ["v1", "status" | "lifecycle" | "services" | "logs" | "volumes" | "firewall", ..]) | (_, ["metrics"]) => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}; see the table in the README (Node API)"))),
+        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no {path} here; the node API serves /v1/status, /v1/lifecycle, /v1/services, /v1/logs, /v1/volumes, /v1/firewall and /metrics"))),
     };
     result.unwrap_or_else(|e| e)
 }
@@ -263,9 +267,10 @@ async fn service_action(
     }
 }
 
-/// The HTTP status of a storage service refusal.
-pub fn storage_status(code: &str) -> StatusCode {
+/// The HTTP status of a storage or firewall service refusal.
+pub fn refusal_status(code: &str) -> StatusCode {
     match code {
+        "rejected" => StatusCode::UNPROCESSABLE_ENTITY,
         "bad_request" => StatusCode::BAD_REQUEST,
         "not_found" => StatusCode::NOT_FOUND,
         "exists" => StatusCode::CONFLICT,
@@ -276,26 +281,87 @@ pub fn storage_status(code: &str) -> StatusCode {
     }
 }
 
-/// Proxies one request to the storage service's socket.
-async fn volumes(request: Value) -> Result<Response<Body>, Response<Body>> {
-    let socket = std::path::Path::new(crate::storage::service::SOCKET);
+/// A local service's socket the node API proxies to, and the code it answers with when the
+/// service cannot be reached.
+struct Local {
+    socket: &'static str,
+    what: &'static str,
+    unreachable: &'static str,
+    timeout: std::time::Duration,
+}
+
+const STORAGE: Local = Local {
+    socket: crate::storage::service::SOCKET,
+    what: "storage",
+    unreachable: "no_storage",
+    timeout: crate::storage::client::TIMEOUT,
+};
+
+const FIREWALL: Local = Local {
+    socket: crate::firewall::service::SOCKET,
+    what: "firewall",
+    unreachable: "no_firewall",
+    timeout: crate::firewall::client::TIMEOUT,
+};
+
+/// Proxies one request to a local service's socket; its refusals keep their code and reason.
+async fn proxy(to: Local, request: Value) -> Result<Response<Body>, Response<Body>> {
     let asked = blocking(move || {
-        crate::ipc::ask(socket, "storage", &request, crate::storage::client::TIMEOUT)
+        crate::ipc::ask(
+            std::path::Path::new(to.socket),
+            to.what,
+            &request,
+            to.timeout,
+        )
     })
     .await?;
     match asked {
         Ok(Ok(v)) => Ok(json_reply(StatusCode::OK, &v)),
         Ok(Err(refused)) => Err(error(
-            storage_status(&refused.code),
+            refusal_status(&refused.code),
             &refused.code,
             refused.reason,
         )),
         Err(e) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_storage",
+            to.unreachable,
             format!("{e:#}"),
         )),
     }
+}
+
+async fn volumes(request: Value) -> Result<Response<Body>, Response<Body>> {
+    proxy(STORAGE, request).await
+}
+
+/// `POST /v1/firewall/exposures` `{"port":8080,"protocol":"tcp","scope":"cluster","owner":…}`.
+async fn expose(req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+    let mut body = read_json(req).await?;
+    let Value::Object(fields) = &mut body else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send a JSON object: {\"port\":8080,\"protocol\":\"tcp\",\"scope\":\"cluster\",\"owner\":\"web\"}",
+        ));
+    };
+    fields.insert("op".into(), json!("expose"));
+    proxy(FIREWALL, body).await
+}
+
+/// `DELETE /v1/firewall/exposures/{tcp|udp}/{port}`.
+async fn unexpose(protocol: &str, port: &str) -> Result<Response<Body>, Response<Body>> {
+    let port: u16 = port.parse().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{port:?} is not a port; use DELETE /v1/firewall/exposures/tcp/8080"),
+        )
+    })?;
+    proxy(
+        FIREWALL,
+        json!({"op": "unexpose", "protocol": protocol, "port": port}),
+    )
+    .await
 }
 
 /// `POST /v1/volumes`: a snapshot when the body names a `source`, else a new volume.
@@ -390,16 +456,17 @@ mod tests {
 
     #[test]
     fn storage_refusals_keep_their_meaning_in_http() {
-        assert_eq!(storage_status("bad_request"), StatusCode::BAD_REQUEST);
-        assert_eq!(storage_status("not_found"), StatusCode::NOT_FOUND);
-        assert_eq!(storage_status("exists"), StatusCode::CONFLICT);
-        assert_eq!(storage_status("no_space"), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(refusal_status("bad_request"), StatusCode::BAD_REQUEST);
+        assert_eq!(refusal_status("rejected"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refusal_status("not_found"), StatusCode::NOT_FOUND);
+        assert_eq!(refusal_status("exists"), StatusCode::CONFLICT);
+        assert_eq!(refusal_status("no_space"), StatusCode::INSUFFICIENT_STORAGE);
         assert_eq!(
-            storage_status("no_storage"),
+            refusal_status("no_storage"),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            storage_status("internal"),
+            refusal_status("internal"),
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }
