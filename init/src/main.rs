@@ -302,12 +302,30 @@ fn hub_agent(args: tessera_hub::service::AgentArgs) -> anyhow::Result<()> {
     if args.cert.is_some() {
         return tessera_hub::service::run_agent(args);
     }
-    let id = tessera_certmgr::agent_identity::AgentIdentity::from_handoff()?;
-    let tls = tessera_hub::peer::Tls {
-        identity: id.certified,
-        trust: id.trust,
+    use tessera_certmgr::agent_identity::{self, AgentIdentity};
+    use tessera_hub::peer::Tls;
+    let id = AgentIdentity::from_handoff()?;
+    let tls = Tls {
+        identity: id.certified.clone(),
+        trust: id.trust.clone(),
     };
-    tessera_hub::service::run_with_identity(args, tls)
+    // The certificate lives a few hours: its successors replace it for new connections.
+    tessera_hub::service::run_with_identity(args, tls, move |configs| {
+        let apply = move |new: &AgentIdentity| {
+            let tls = Tls {
+                identity: new.certified.clone(),
+                trust: new.trust.clone(),
+            };
+            configs.replace(&tls).map_err(|e| e.to_string())
+        };
+        agent_identity::keep_renewed(
+            id,
+            tessera_certmgr::client::default_socket(),
+            apply,
+            tessera_hub::service::report_renewal,
+        )?;
+        Ok(())
+    })
 }
 
 fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {

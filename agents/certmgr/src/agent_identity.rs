@@ -163,7 +163,7 @@ impl LiveTls {
     }
 
     /// Renews `identity` through certmgr at `socket` before it expires, for as long as the
-    /// process runs, on a thread of its own; `report` hears of every renewal and failure.
+    /// process runs; `report` hears of every renewal and failure.
     pub fn keep_renewed(
         self: &Arc<Self>,
         identity: AgentIdentity,
@@ -171,33 +171,52 @@ impl LiveTls {
         report: impl Fn(RenewReport) + Send + 'static,
     ) -> std::io::Result<()> {
         let live = self.clone();
-        std::thread::Builder::new()
-            .name("identity-renew".into())
-            .spawn(move || {
-                let mut identity = identity;
-                loop {
-                    std::thread::sleep(renew_delay(identity.peer.not_after, SystemTime::now()));
-                    let renewed = identity.renew(&socket).map_err(|e| e.to_string());
-                    let configs = renewed.and_then(|new| {
-                        let c = (new.server_config(), new.client_config());
-                        match c {
-                            (Ok(s), Ok(c)) => Ok((new, s, c)),
-                            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-                        }
-                    });
-                    match configs {
-                        Ok((new, server, client)) => {
-                            *live.current.write().unwrap_or_else(|p| p.into_inner()) =
-                                (server, client);
-                            report(Ok(new.peer.clone()));
-                            identity = new;
-                        }
-                        Err(why) => report(Err(why)),
-                    }
-                }
-            })
-            .map(|_| ())
+        keep_renewed(
+            identity,
+            socket,
+            move |new| {
+                let configs = (new.server_config(), new.client_config());
+                let (server, client) = match configs {
+                    (Ok(s), Ok(c)) => (s, c),
+                    (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
+                };
+                *live.current.write().unwrap_or_else(|p| p.into_inner()) = (server, client);
+                Ok(())
+            },
+            report,
+        )
     }
+}
+
+/// Renews `identity` through certmgr at `socket` before it expires, for as long as the process
+/// runs, on a thread of its own: `apply` puts each successor in use (an error keeps the old one
+/// and is retried like a failed renewal), `report` hears of every renewal and failure.
+pub fn keep_renewed(
+    identity: AgentIdentity,
+    socket: PathBuf,
+    apply: impl Fn(&AgentIdentity) -> Result<(), String> + Send + 'static,
+    report: impl Fn(RenewReport) + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("identity-renew".into())
+        .spawn(move || {
+            let mut identity = identity;
+            loop {
+                std::thread::sleep(renew_delay(identity.peer.not_after, SystemTime::now()));
+                let renewed = identity
+                    .renew(&socket)
+                    .map_err(|e| e.to_string())
+                    .and_then(|new| apply(&new).map(|()| new));
+                match renewed {
+                    Ok(new) => {
+                        report(Ok(new.peer.clone()));
+                        identity = new;
+                    }
+                    Err(why) => report(Err(why)),
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 #[cfg(test)]

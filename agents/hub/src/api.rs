@@ -35,6 +35,7 @@ use crate::defaults;
 use crate::error::{Code, HubError};
 use crate::hub::Hub;
 use crate::id::TargetId;
+use crate::peer::TlsConfigs;
 use crate::protocol::{ClientMsg, HubMsg, Outcome, Selector, Target, Watch};
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -394,8 +395,8 @@ pub async fn handle(hub: Arc<Hub>, label: Arc<str>, req: Request<Incoming>) -> R
 }
 
 /// Serves the API until the task is dropped. Callers need a Tessera certificate.
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, server: Arc<rustls::ServerConfig>) {
-    let tls = move || server.clone();
+pub async fn serve(hub: Arc<Hub>, listener: TcpListener, configs: TlsConfigs) {
+    let tls = move || configs.server();
     https::serve(
         listener,
         tls,

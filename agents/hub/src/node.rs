@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::defaults;
 use crate::hub::{Hub, HubConfig};
 use crate::local;
-use crate::peer::{PeerLinks, Tls};
+use crate::peer::{PeerLinks, Tls, TlsConfigs};
 
 /// Where a hub listens and whom it joins.
 #[derive(Debug, Clone)]
@@ -63,6 +63,8 @@ pub struct HubNode {
     pub peer_addr: SocketAddr,
     pub api_addr: Option<SocketAddr>,
     pub gossip_addr: SocketAddr,
+    /// The TLS configurations its links and API use; replace them when the identity is renewed.
+    pub tls: TlsConfigs,
     links: Arc<PeerLinks>,
     cluster: Option<Cluster>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -86,7 +88,8 @@ impl HubNode {
         let mut hub_config = HubConfig::new(me.node.clone());
         hub_config.vnodes = config.vnodes;
         let hub = Hub::new(hub_config)?;
-        let links = PeerLinks::new(me.node.clone(), tls.client_config()?);
+        let configs = TlsConfigs::new(&tls)?;
+        let links = PeerLinks::new(me.node.clone(), configs.clone());
         {
             let links = links.clone();
             hub.attach_peers(Arc::new(move |h: &str, addr, frame| {
@@ -111,7 +114,7 @@ impl HubNode {
         tasks.push(tokio::spawn(crate::peer::serve(
             hub.clone(),
             peer_listener,
-            tls.server_config()?,
+            configs.clone(),
         )));
 
         let api_addr = match config.api_listen {
@@ -123,7 +126,7 @@ impl HubNode {
                 tasks.push(tokio::spawn(api::serve(
                     hub.clone(),
                     listener,
-                    tls.server_config()?,
+                    configs.clone(),
                 )));
                 Some(match config.peer_advertise {
                     Some(ip) => SocketAddr::new(ip, addr.port()),
@@ -160,6 +163,7 @@ impl HubNode {
             peer_addr,
             api_addr,
             gossip_addr: gossip_advertise,
+            tls: configs,
             links,
             cluster: Some(cluster),
             tasks,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
@@ -56,6 +56,36 @@ impl Tls {
     }
 }
 
+/// The hub's TLS configurations, swapped when its identity is renewed
+/// ([`TlsConfigs::replace`]): each new connection, in or out, takes the current ones; open
+/// links keep the session they have.
+#[derive(Clone)]
+pub struct TlsConfigs(Arc<RwLock<(Arc<ServerConfig>, Arc<ClientConfig>)>>);
+
+impl TlsConfigs {
+    pub fn new(tls: &Tls) -> anyhow::Result<TlsConfigs> {
+        Ok(TlsConfigs(Arc::new(RwLock::new((
+            tls.server_config()?,
+            tls.client_config()?,
+        )))))
+    }
+
+    /// Puts a renewed identity in use for new connections.
+    pub fn replace(&self, tls: &Tls) -> anyhow::Result<()> {
+        let fresh = (tls.server_config()?, tls.client_config()?);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    pub fn server(&self) -> Arc<ServerConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    pub fn client(&self) -> Arc<ClientConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+}
+
 /// The name a hub's certificate is valid for: `hub.<node>`.
 pub fn server_name(hub: &str) -> String {
     format!("{}.{hub}", defaults::HUB_AGENT_ID)
@@ -64,15 +94,15 @@ pub fn server_name(hub: &str) -> String {
 /// Outgoing links, one per peer hub.
 pub struct PeerLinks {
     self_id: String,
-    client: Arc<ClientConfig>,
+    tls: TlsConfigs,
     links: Mutex<HashMap<String, mpsc::Sender<Frame<PeerMsg>>>>,
 }
 
 impl PeerLinks {
-    pub fn new(self_id: String, client: Arc<ClientConfig>) -> Arc<PeerLinks> {
+    pub fn new(self_id: String, tls: TlsConfigs) -> Arc<PeerLinks> {
         Arc::new(PeerLinks {
             self_id,
-            client,
+            tls,
             links: Mutex::new(HashMap::new()),
         })
     }
@@ -122,7 +152,7 @@ async fn dial(
     let name = ServerName::try_from(server_name(hub))?;
     let tls = tokio::time::timeout(
         defaults::HANDSHAKE_TIMEOUT,
-        TlsConnector::from(links.client.clone()).connect(name, tcp),
+        TlsConnector::from(links.tls.client()).connect(name, tcp),
     )
     .await
     .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
@@ -176,13 +206,13 @@ async fn run_link(
 }
 
 /// Accepts links from other hubs until the task is dropped.
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, server: Arc<ServerConfig>) {
-    let acceptor = TlsAcceptor::from(server);
+pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: TlsConfigs) {
     loop {
         match listener.accept().await {
             Ok((tcp, remote)) => {
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_link(hub.clone(), acceptor.clone(), tcp, remote));
+                let acceptor = TlsAcceptor::from(tls.server());
+                tokio::spawn(serve_link(hub.clone(), acceptor, tcp, remote));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept on the hub-to-hub port failed");

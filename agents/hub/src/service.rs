@@ -16,7 +16,7 @@ use tessera_identity::tls::{self, CaTrust};
 
 use crate::defaults;
 use crate::node::{HubNode, NodeConfig};
-use crate::peer::Tls;
+use crate::peer::{Tls, TlsConfigs};
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
@@ -156,15 +156,37 @@ fn notify(status: &str, ready: bool) {
     }
 }
 
-/// `tessera agent hub` with its identity from `--cert/--key/--ca`.
+/// Logs what the identity's renewal thread reports.
+pub fn report_renewal(r: Result<tessera_identity::profile::PeerIdentity, String>) {
+    match r {
+        Ok(peer) => tracing::info!(
+            serial = %peer.serial,
+            not_after = %humantime::format_rfc3339_seconds(peer.not_after),
+            "hub identity renewed"
+        ),
+        Err(why) => tracing::warn!(
+            reason = %why,
+            fix = "see `tessera logs certmgr` and `tessera identity status`",
+            "hub identity renewal failed; retrying"
+        ),
+    }
+}
+
+/// `tessera agent hub` with its identity from `--cert/--key/--ca` (not renewed).
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     crate::log::init();
     let tls = tls_from_files(&args)?;
-    run_with_identity(args, tls)
+    run_with_identity(args, tls, |_| Ok(()))
 }
 
-/// Runs the hub with the identity PID 1 fetched for it, until SIGTERM/SIGINT.
-pub fn run_with_identity(args: AgentArgs, tls: Tls) -> anyhow::Result<()> {
+/// Runs the hub with the identity PID 1 fetched for it, until SIGTERM/SIGINT. `renew` gets
+/// the running hub's TLS configurations once it is up, to replace them as the identity is
+/// renewed.
+pub fn run_with_identity(
+    args: AgentArgs,
+    tls: Tls,
+    renew: impl FnOnce(TlsConfigs) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     crate::log::init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,6 +225,7 @@ pub fn run_with_identity(args: AgentArgs, tls: Tls) -> anyhow::Result<()> {
             vnodes: defaults::VIRTUAL_NODES,
         };
         let node = HubNode::start(config, tls, &chitchat::transport::UdpTransport).await?;
+        renew(node.tls.clone())?;
         tracing::info!(
             hub = node.hub.id(),
             cluster = %cluster,

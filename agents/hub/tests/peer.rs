@@ -58,3 +58,27 @@ async fn only_hubs_telling_the_truth_about_their_name_may_link() {
     );
     t.stop().await;
 }
+
+/// The serial of the certificate hub 0 presents on its peer port to a new connection.
+async fn presented_serial(t: &Testbed) -> String {
+    let me = t.ca.issue("hub", "hub", &hub_name(9)).unwrap();
+    let config = tls::client_config(Some(me), &t.ca.trust().unwrap()).unwrap();
+    let tcp = TcpStream::connect(t.node(0).peer_addr).await.unwrap();
+    let name = ServerName::try_from(server_name(&hub_name(0))).unwrap();
+    let s = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let peer = tls::peer_identity(s.get_ref().1).expect("a Tessera certificate");
+    peer.serial
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_identity_is_presented_to_new_connections() {
+    let t = Testbed::start(1, Duration::from_millis(50)).await.unwrap();
+    let before = presented_serial(&t).await;
+    let renewed = t.ca.hub(&hub_name(0)).unwrap();
+    let expected = tessera_hub::peer::Tls::node(&renewed).unwrap().serial;
+    t.node(0).tls.replace(&renewed).unwrap();
+    let after = presented_serial(&t).await;
+    assert_ne!(before, after);
+    assert_eq!(after, expected);
+    t.stop().await;
+}

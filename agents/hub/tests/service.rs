@@ -43,7 +43,7 @@ fn the_service_reads_user_data_reports_ready_serves_and_stops_on_sigterm() {
     };
     let ca = EphemeralCa::new("prod").unwrap();
     let tls = ca.hub("n1.example").unwrap();
-    let service = std::thread::spawn(move || run_with_identity(args, tls));
+    let service = std::thread::spawn(move || run_with_identity(args, tls, |_| Ok(())));
 
     let mut buf = [0u8; 512];
     let n = ready
