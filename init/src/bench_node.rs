@@ -109,7 +109,8 @@ fn boot(args: &NodeBenchArgs, backend: &str, dir: &Path, run: usize) -> anyhow::
     cfg.name = format!("bench-node-{backend}-{run}");
     cfg.memory_mb = 1024;
     cfg.append = vec!["tessera.imds=off".into()];
-    cfg.disks = vec![disk, seed];
+    // Direct kernel boot has no boot disk: the seed is /dev/vda, the data disk /dev/vdb.
+    cfg.disks = vec![seed, disk];
     let mut vm = Vm::start(&cfg)?;
     let result = measure(&vm, args.snapshots);
     vm.kill();
