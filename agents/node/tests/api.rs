@@ -287,7 +287,7 @@ fn metrics_parse_with_a_third_party_prometheus_parser() {
 }
 
 #[test]
-fn volumes_without_the_storage_service_and_the_firewall_answer_with_a_reason() {
+fn volumes_and_firewall_without_their_services_answer_503_with_a_reason() {
     let api = Api::start();
     // No storage service on this host: 503 saying which service to look at.
     let (code, body) = api
@@ -303,14 +303,24 @@ fn volumes_without_the_storage_service_and_the_firewall_answer_with_a_reason() {
     // Deleting is a change: a certificate without the node capability may not.
     let hub = api.ca.issue("hub", "hub", &[]);
     let (code, body) = api
-        .call(Some(hub), "DELETE", "/v1/volumes/data", None)
+        .call(Some(hub.clone()), "DELETE", "/v1/volumes/data", None)
         .unwrap();
     assert_eq!(code, 403, "{body}");
     let (code, body) = api
         .call(Some(api.operator()), "GET", "/v1/firewall", None)
         .unwrap();
-    assert_eq!(code, 501, "{body}");
-    assert_eq!(json(&body)["error"], "not_implemented");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(json(&body)["error"], "no_firewall");
+    assert!(body.contains("is the firewall service running"), "{body}");
+    let (code, body) = api
+        .call(
+            Some(hub),
+            "POST",
+            "/v1/firewall/exposures",
+            Some(r#"{"port":8080,"scope":"cluster"}"#),
+        )
+        .unwrap();
+    assert_eq!(code, 403, "{body}");
     let (code, _) = api
         .call(Some(api.operator()), "GET", "/v2/nothing", None)
         .unwrap();
