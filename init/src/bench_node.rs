@@ -153,15 +153,6 @@ fn measure(vm: &Vm, snapshots: usize) -> anyhow::Result<Run> {
     Ok(r)
 }
 
-/// `HH:MM:SS.mmm` at the start of a console event line, in milliseconds.
-fn clock_ms(line: &str) -> Option<u64> {
-    let t = line.split_whitespace().next()?;
-    let (hms, ms) = t.split_once('.')?;
-    let mut p = hms.split(':').map(|x| x.parse::<u64>().ok());
-    let (h, m, s) = (p.next()??, p.next()??, p.next()??);
-    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<u64>().ok()?)
-}
-
 /// Start → ready per node-agent service, from the supervisor's events on the console.
 fn start_to_ready(console: &str) -> BTreeMap<String, u64> {
     let mut started = BTreeMap::new();
@@ -174,7 +165,9 @@ fn start_to_ready(console: &str) -> BTreeMap<String, u64> {
         else {
             continue;
         };
-        let Some(t) = clock_ms(line) else { continue };
+        let Some(t) = tessera_qemu::kv::clock_ms(line) else {
+            continue;
+        };
         if line.contains(" init: service started ") {
             started.entry(service.clone()).or_insert(t);
         } else if line.contains(" init: service ready ") {

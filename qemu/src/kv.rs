@@ -24,9 +24,27 @@ pub fn kv_u64(map: &BTreeMap<String, String>, key: &str) -> Option<u64> {
     map.get(key).and_then(|v| v.parse().ok())
 }
 
+/// The `HH:MM:SS.mmm` clock at the start of a console event line, in milliseconds.
+pub fn clock_ms(line: &str) -> Option<u64> {
+    let t = line.split_whitespace().next()?;
+    let (hms, ms) = t.split_once('.')?;
+    let mut p = hms.split(':').map(|x| x.parse::<u64>().ok());
+    let (h, m, s) = (p.next()??, p.next()??, p.next()??);
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<u64>().ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_of_an_event_line_is_read_in_milliseconds() {
+        assert_eq!(
+            clock_ms("18:23:16.734 init: service started pid=94 service=node"),
+            Some(((18 * 60 + 23) * 60 + 16) * 1000 + 734)
+        );
+        assert_eq!(clock_ms("TESSERA-READY services=7"), None);
+    }
 
     #[test]
     fn ready_line_fields_become_a_map() {

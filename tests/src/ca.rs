@@ -72,12 +72,49 @@ impl HostCa {
 
     /// `tessera ca serve --listen 127.0.0.1:<port>`, waiting until it accepts connections.
     pub fn serve(&mut self) {
+        let port = self.port;
+        self.serve_with(
+            Command::new(tessera_bin()),
+            &format!("127.0.0.1:{port}"),
+            "",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+    }
+
+    /// `tessera ca serve --listen <ip>:<port>` inside `net`'s namespace (whose bridge has
+    /// `ip`), waiting until it accepts connections there.
+    pub fn serve_in(&mut self, net: &PrivateNet, ip: &str) {
+        let probe = format!("exec 3<>/dev/tcp/{ip}/{}", self.port);
+        // `ip netns exec` execs the program: killing the child kills the CA.
+        self.serve_with(
+            net.command(&tessera_bin()),
+            &format!("{ip}:{}", self.port),
+            &format!(" in {}", net.netns),
+            || {
+                net.command(Path::new("/bin/bash"))
+                    .args(["-c", &probe])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
+    }
+
+    /// Runs `tessera` (`cmd`) as `ca serve --listen addr`, its log beside the state, and waits
+    /// up to 30 s until `listening`; `place` completes the failure message.
+    fn serve_with(
+        &mut self,
+        mut cmd: Command,
+        addr: &str,
+        place: &str,
+        listening: impl Fn() -> bool,
+    ) {
         let log = std::fs::File::create(self.state.with_extension("serve.log"))
             .expect("create the CA's log");
-        let child = Command::new(tessera_bin())
+        let child = cmd
             .args(["ca", "serve", "--state"])
             .arg(&self.state)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--listen", addr])
             .args(
                 self.lifetime
                     .iter()
@@ -89,51 +126,10 @@ impl HostCa {
             .expect("run tessera ca serve");
         self.server = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !listening() {
             assert!(
                 Instant::now() < deadline,
-                "the CA never listened on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `tessera ca serve --listen <ip>:<port>` inside `net`'s namespace (whose bridge has
-    /// `ip`), waiting until it accepts connections there.
-    pub fn serve_in(&mut self, net: &PrivateNet, ip: &str) {
-        let log = std::fs::File::create(self.state.with_extension("serve.log"))
-            .expect("create the CA's log");
-        let listen = format!("{ip}:{}", self.port);
-        // `ip netns exec` execs the program: killing the child kills the CA.
-        let child = net
-            .command(&tessera_bin())
-            .args(["ca", "serve", "--state"])
-            .arg(&self.state)
-            .args(["--listen", &listen])
-            .args(
-                self.lifetime
-                    .iter()
-                    .flat_map(|l| ["--lifetime", l.as_str()]),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run tessera ca serve in the namespace");
-        self.server = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let probe = format!("exec 3<>/dev/tcp/{ip}/{}", self.port);
-        while !net
-            .command(Path::new("/bin/bash"))
-            .args(["-c", &probe])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the CA never listened on {listen} in {}",
-                net.netns
+                "the CA never listened on {addr}{place}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -217,15 +217,6 @@ fn read_boot(vm: &Vm) -> anyhow::Result<Boot> {
     parse_console(&vm.console())
 }
 
-/// `HH:MM:SS.mmm` at the start of an event line, in milliseconds.
-fn clock_ms(line: &str) -> Option<u64> {
-    let t = line.split_whitespace().next()?;
-    let (hms, ms) = t.split_once('.')?;
-    let mut p = hms.split(':').map(|x| x.parse::<u64>().ok());
-    let (h, m, s) = (p.next()??, p.next()??, p.next()??);
-    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<u64>().ok()?)
-}
-
 fn parse_console(text: &str) -> anyhow::Result<Boot> {
     let mut b = Boot::default();
     let mut started_clock = None;
@@ -240,12 +231,12 @@ fn parse_console(text: &str) -> anyhow::Result<Boot> {
         } else if line.contains(" init: service started ")
             && kv.get("service").map(String::as_str) == Some("certmgr")
         {
-            started_clock = started_clock.or(clock_ms(line));
+            started_clock = started_clock.or(tessera_qemu::kv::clock_ms(line));
         } else if line.contains(" certmgr[") {
             if line.contains(": node key generated") {
                 b.key_ms = num("ms").unwrap_or(0);
             }
-            if let (Some(up), Some(clock)) = (num("uptime_ms"), clock_ms(line)) {
+            if let (Some(up), Some(clock)) = (num("uptime_ms"), tessera_qemu::kv::clock_ms(line)) {
                 offset = offset.or(Some(clock as i64 - up as i64));
                 if line.contains(": node certificate stored in the keyring")
                     || line.contains(": standalone identity (node-local CA)")
