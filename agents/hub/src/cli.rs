@@ -49,6 +49,21 @@ pub struct HubArgs {
     pub command: HubCommand,
 }
 
+/// What `monitor` follows: a group, a component or a target's attributes (the API and
+/// `tessera hub component monitor` take the same flags).
+#[derive(Debug, Args)]
+pub struct MonitorTarget {
+    #[arg(long, conflicts_with_all = ["component", "attributes"])]
+    pub group: Option<String>,
+    #[arg(long, conflicts_with = "attributes")]
+    pub component: Option<String>,
+    #[arg(long)]
+    pub attributes: Option<String>,
+    /// Attribute names (with --attributes); default all.
+    #[arg(long)]
+    pub names: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
     /// Every group and its member count.
@@ -89,17 +104,7 @@ pub enum HubCommand {
     /// Attribute values of a target.
     Attributes { target: String, names: Vec<String> },
     /// Follow a group's membership, a component's termination, or a target's attributes.
-    Monitor {
-        #[arg(long, conflicts_with_all = ["component", "attributes"])]
-        group: Option<String>,
-        #[arg(long, conflicts_with = "attributes")]
-        component: Option<String>,
-        #[arg(long)]
-        attributes: Option<String>,
-        /// Attribute names (with --attributes); default all.
-        #[arg(long)]
-        names: Vec<String>,
-    },
+    Monitor(MonitorTarget),
     /// The virtual-node table as this hub computes it.
     Ring,
     /// Components on this node's console, through the local socket (no certificate needed).
@@ -363,12 +368,12 @@ pub async fn run_async(args: HubArgs) -> anyhow::Result<()> {
             let (s, v) = api.json("GET", &path, None).await?;
             print(&check(s, v)?["attributes"]);
         }
-        HubCommand::Monitor {
+        HubCommand::Monitor(MonitorTarget {
             group,
             component,
             attributes,
             names,
-        } => {
+        }) => {
             let q = match (group, component, attributes) {
                 (Some(g), _, _) => format!("group={g}"),
                 (_, Some(c), _) => format!("component={c}"),

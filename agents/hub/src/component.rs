@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::api::parse_target;
-use crate::cli::{duration, parse_inputs};
+use crate::cli::{duration, parse_inputs, MonitorTarget};
 use crate::client::{Client, Request, Response};
 use crate::defaults;
 use crate::protocol::{Event, Member, Selector, Watch};
@@ -47,17 +47,7 @@ pub enum ComponentCommand {
     },
     /// Print a group's membership changes, a component's termination, or a target's
     /// attribute changes, one line each, until killed.
-    Monitor {
-        #[arg(long, conflicts_with_all = ["component", "attributes"])]
-        group: Option<String>,
-        #[arg(long, conflicts_with = "attributes")]
-        component: Option<String>,
-        #[arg(long)]
-        attributes: Option<String>,
-        /// Attribute names (with --attributes); default all.
-        #[arg(long)]
-        names: Vec<String>,
-    },
+    Monitor(MonitorTarget),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -375,12 +365,12 @@ pub async fn run(args: ComponentArgs) -> anyhow::Result<()> {
             let selector = if any { Selector::Any } else { Selector::All };
             select(socket, &group, selector, &mut out).await
         }
-        ComponentCommand::Monitor {
+        ComponentCommand::Monitor(MonitorTarget {
             group,
             component,
             attributes,
             names,
-        } => {
+        }) => {
             let watch = watch_of(group, component, attributes, names)?;
             monitor(socket, watch, &mut out, terminated()).await
         }
