@@ -16,7 +16,7 @@ echo "[demo] cluster CA in $STATE"
 CA_PID=$!
 trap 'kill $CA_PID 2>/dev/null || true' EXIT INT TERM
 FP=$("$BIN" ca fingerprint --state "$STATE")
-TOKEN=$("$BIN" ca token --state "$STATE" --node "$NODE" --subsystem certmgr --capabilities node,container,hub)
+TOKEN=$("$BIN" ca token --state "$STATE" --node "$NODE" --subsystem certmgr)
 echo "[demo] CA $FP serving on 127.0.0.1:$PORT (10.0.2.2:$PORT from the VM); token issued for $NODE"
 
 "$BIN" vm run --boot kernel --timeout 5m \

@@ -152,17 +152,10 @@ impl HostCa {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// A node token: `tessera ca token --node <node> --subsystem certmgr --capabilities …`.
+    /// A node token: `tessera ca token --node <node> --subsystem certmgr` (the default
+    /// capabilities: the default image's agents).
     pub fn token(&self, node: &str) -> String {
-        self.run(&[
-            "token",
-            "--node",
-            node,
-            "--subsystem",
-            "certmgr",
-            "--capabilities",
-            "node,container,hub",
-        ])
+        self.run(&["token", "--node", node, "--subsystem", "certmgr"])
     }
 
     /// The kernel arguments PXE would deliver for `node` with `token`.

@@ -269,3 +269,59 @@ fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A node token narrower than the image (`--capabilities node`): certmgr refuses the hub's
+/// identity, which no retry can cure, so PID 1 gives the hub up at once instead of restarting
+/// it forever; the node settles (`failed=1` on TESSERA-READY) and says why in `tessera status`
+/// and in the node API.
+#[test]
+fn a_refused_identity_is_given_up_at_once_and_reported_with_its_reason() {
+    let ca = HostCa::start("node-api-narrow");
+    let token = ca.run(&[
+        "token",
+        "--node",
+        NODE,
+        "--subsystem",
+        "certmgr",
+        "--capabilities",
+        "node",
+    ]);
+    let args = ca.kernel_args(&token, NODE);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let port = free_port();
+    let vm = boot_with_forwards("node-api-narrow", &refs, &[(port, 7443)]);
+    let ready = wait_ready(&vm, BootMode::Kernel);
+    assert!(ready.contains(" failed=1"), "{ready}");
+
+    let st = sh(&vm, "tessera status");
+    let row = status_row(&st, "hub");
+    assert_eq!(row[2], "failed", "{st}");
+    assert!(
+        st.contains("capability_missing") && st.contains("retrying cannot cure this"),
+        "{st}"
+    );
+    // Given up, not retried: PID 1 logged no restart of the hub.
+    let restarts = sh(
+        &vm,
+        "tessera logs init | grep -c 'restarting service service=hub '; true",
+    );
+    assert_eq!(restarts.trim(), "0", "the hub was restarted:\n{restarts}");
+
+    let curl = Curl {
+        port,
+        state: ca.state.clone(),
+    };
+    first_answer(&curl, &vm);
+    let services = json(&curl.ok(&[], "/v1/services"));
+    let hub = services["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == "hub"))
+        .unwrap_or_else(|| panic!("no hub in /v1/services: {services}"));
+    assert_eq!(hub["state"], "failed", "{hub}");
+    assert!(
+        hub["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("capability_missing")),
+        "{hub}"
+    );
+}

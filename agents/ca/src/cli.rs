@@ -63,7 +63,10 @@ pub enum CaCommand {
         /// The subsystem the certificate is for (certmgr, node, container, hub, …).
         #[arg(long)]
         subsystem: String,
-        /// Subsystems the holder may request certificates for, comma-separated.
+        /// Subsystems the holder may request certificates for, comma-separated. Default for a
+        /// node token (`--subsystem certmgr`): node,container,hub, the agents the default image
+        /// runs with an identity; name fewer for a narrower node (`--capabilities node`), or
+        /// `none` for a node that may hand out no identity. Other subsystems default to none.
         #[arg(long, value_delimiter = ',')]
         capabilities: Vec<String>,
         /// Agent id (UID); default: the subsystem name.
@@ -118,6 +121,21 @@ pub enum CaCommand {
     },
 }
 
+/// The capabilities a token binds: what the operator named (`none` for an empty list), or for
+/// a node token that names none, what the default image's agents need.
+fn token_capabilities(subsystem: &str, named: Vec<String>) -> Vec<String> {
+    if named.len() == 1 && named[0] == "none" {
+        return Vec::new();
+    }
+    if named.is_empty() && subsystem == profile::CERTMGR_SUBSYSTEM {
+        return profile::DEFAULT_NODE_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+    }
+    named
+}
+
 /// Runs a `tessera ca` command.
 pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
@@ -135,7 +153,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             println!("keys (mode 0600): {dir}/ca.key, {dir}/server.key, {dir}/admin.key");
             println!("next:");
             println!("  tessera ca serve --state {dir} --listen 127.0.0.1:8443");
-            println!("  tessera ca token --state {dir} --node <fqdn> --subsystem certmgr --capabilities node,container,hub");
+            println!("  tessera ca token --state {dir} --node <fqdn> --subsystem certmgr");
             println!(
                 "  boot a node with: tessera.ca=https://10.0.2.2:8443 tessera.ca_fp={} tessera.certmgr_token=<token>",
                 done.fingerprint
@@ -172,6 +190,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                     "admin certificates are made only by `tessera ca init`, never through tokens"
                 );
             }
+            let capabilities = token_capabilities(&subsystem, capabilities);
             let binding = Binding::new(&node, &subsystem, agent_id.as_deref(), capabilities, uris)
                 .map_err(|e| anyhow::anyhow!(e.reason))?;
             let mut conn = state::open(&state.database())?;
@@ -303,5 +322,37 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_capabilities;
+
+    fn caps(list: &[&str]) -> Vec<String> {
+        list.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_token_without_capabilities_covers_the_default_images_agents() {
+        assert_eq!(
+            token_capabilities("certmgr", vec![]),
+            caps(&["node", "container", "hub"])
+        );
+    }
+
+    #[test]
+    fn named_capabilities_narrow_a_node_token_and_none_empties_it() {
+        assert_eq!(
+            token_capabilities("certmgr", caps(&["node"])),
+            caps(&["node"])
+        );
+        assert!(token_capabilities("certmgr", caps(&["none"])).is_empty());
+    }
+
+    #[test]
+    fn other_subsystems_get_no_capabilities_unless_named() {
+        assert!(token_capabilities("hub", vec![]).is_empty());
+        assert_eq!(token_capabilities("node", caps(&["hub"])), caps(&["hub"]));
     }
 }

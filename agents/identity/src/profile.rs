@@ -48,6 +48,10 @@ pub const DC_OID: &[u64] = &[0, 9, 2342, 19200300, 100, 1, 25];
 pub const ADMIN_SUBSYSTEM: &str = "admin";
 /// Subsystem of the node's certificate manager.
 pub const CERTMGR_SUBSYSTEM: &str = "certmgr";
+/// What a node token (subsystem certmgr) lets the node's certificate manager hand out when the
+/// operator names no capabilities: the subsystems of the agents the default image runs with an
+/// identity (image/services/*.toml `identity = {…}`). A narrower token names its own list.
+pub const DEFAULT_NODE_CAPABILITIES: &[&str] = &["node", "container", "hub"];
 /// Default lifetime of an agent certificate: hours, not years.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(4 * 3600);
 /// Longest URI SAN accepted.

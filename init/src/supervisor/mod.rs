@@ -62,7 +62,7 @@ pub enum Event {
     IdentityToken {
         idx: usize,
         generation: u64,
-        result: Result<String, String>,
+        result: Result<String, identity::Refusal>,
     },
     Timer {
         idx: usize,
@@ -435,15 +435,22 @@ impl Supervisor {
                     "restart intensity exceeded: {restarts} restarts within {}; last: {how}",
                     humantime::format_duration(period)
                 );
-                self.hub.push(
-                    LogEvent::new("init", Level::Error, "service failed; giving up")
-                        .field("service", name)
-                        .field("reason", reason.clone()),
-                );
-                svc.state = ServiceState::Failed;
-                svc.reason = Some(reason);
+                self.give_up(idx, reason);
             }
         }
+    }
+
+    /// The service is not tried again: failed, with the reason `tessera status` and the node
+    /// API report; the node settles without it.
+    fn give_up(&mut self, idx: usize, reason: String) {
+        let svc = &mut self.services[idx];
+        self.hub.push(
+            LogEvent::new("init", Level::Error, "service failed; giving up")
+                .field("service", svc.spec.name.clone())
+                .field("reason", reason.clone()),
+        );
+        svc.state = ServiceState::Failed;
+        svc.reason = Some(reason);
     }
 
     fn timer(&self, idx: usize, generation: u64, kind: TimerKind, after: Duration) {
@@ -635,7 +642,12 @@ impl Supervisor {
     }
 
     /// The token for a service waiting to start arrived (or could not be had).
-    fn identity_token(&mut self, idx: usize, generation: u64, result: Result<String, String>) {
+    fn identity_token(
+        &mut self,
+        idx: usize,
+        generation: u64,
+        result: Result<String, identity::Refusal>,
+    ) {
         let svc = &mut self.services[idx];
         if svc.generation != generation || svc.state != ServiceState::Starting || svc.pid.is_some()
         {
@@ -646,7 +658,11 @@ impl Supervisor {
                 svc.identity_token = Some(token);
                 self.start(idx);
             }
-            Err(reason) => self.start_failed(idx, reason),
+            Err(refusal) if refusal.permanent => {
+                let reason = format!("{} (retrying cannot cure this)", refusal.reason);
+                self.give_up(idx, reason)
+            }
+            Err(refusal) => self.start_failed(idx, refusal.reason),
         }
     }
 

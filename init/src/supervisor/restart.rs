@@ -24,11 +24,17 @@ pub enum Decision {
 }
 
 /// Sliding window of recent restarts of one service.
+///
+/// The window runs on the service's own clock: time spent waiting out a backoff does not
+/// count toward `period`. Otherwise a backoff longer than period/max (8 s against 5 in 10 s)
+/// spaces the restarts so that the intensity is never exceeded and a crash loop never ends.
 #[derive(Debug, Clone)]
 pub struct RestartTracker {
     intensity: Intensity,
     backoff: Backoff,
     recent: VecDeque<Instant>,
+    /// Sum of the backoff delays handed out: subtracted from the wall clock.
+    waited: Duration,
 }
 
 impl RestartTracker {
@@ -37,11 +43,13 @@ impl RestartTracker {
             intensity,
             backoff,
             recent: VecDeque::new(),
+            waited: Duration::ZERO,
         }
     }
 
     /// Called when a restart is wanted at `now`.
     pub fn decide(&mut self, now: Instant) -> Decision {
+        let now = now.checked_sub(self.waited).unwrap_or(now);
         while self
             .recent
             .front()
@@ -62,12 +70,14 @@ impl RestartTracker {
             .initial
             .saturating_mul(1u32 << doublings)
             .min(self.backoff.max);
+        self.waited += delay;
         Decision::RestartAfter(delay)
     }
 
     /// Forget past restarts (after an operator starts the service by hand).
     pub fn reset(&mut self) {
         self.recent.clear();
+        self.waited = Duration::ZERO;
     }
 
     /// Restarts inside the current window.
@@ -103,6 +113,33 @@ mod tests {
     }
 
     #[test]
+    fn backoff_waits_do_not_spread_a_crash_loop_past_the_period() {
+        // 5 restarts in 10 s, backoff capped at 8 s: a service that crashes as soon as it is
+        // started (100 ms after each backoff) must still be given up on.
+        let mut t = RestartTracker::new(
+            Intensity {
+                max_restarts: 5,
+                period: Duration::from_secs(10),
+            },
+            Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(8),
+            },
+        );
+        let mut now = Instant::now();
+        for _ in 0..5 {
+            match t.decide(now) {
+                Decision::RestartAfter(d) => now += d + Duration::from_millis(100),
+                other => panic!("gave up too early: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            t.decide(now),
+            Decision::GiveUp { restarts: 6, .. }
+        ));
+    }
+
+    #[test]
     fn gives_up_after_max_restarts_within_period() {
         let mut t = tracker(3, 10_000);
         let now = Instant::now();
@@ -119,17 +156,23 @@ mod tests {
     }
 
     #[test]
-    fn old_restarts_leave_the_window() {
+    fn old_restarts_leave_the_window_on_the_services_own_clock() {
         let mut t = tracker(2, 1_000);
         let t0 = Instant::now();
-        t.decide(t0);
-        t.decide(t0);
+        t.decide(t0); // backoff 100 ms
+        t.decide(t0 + Duration::from_millis(100)); // backoff 200 ms; 300 ms waited in all
         assert!(matches!(
             t.decide(t0 + Duration::from_millis(999)),
             Decision::GiveUp { .. }
         ));
+        // The first restart leaves the window once 1 s of the service's own time has passed
+        // since it, which is 1 s plus the 300 ms of backoff on the wall clock.
         assert!(matches!(
-            t.decide(t0 + Duration::from_millis(1000)),
+            t.decide(t0 + Duration::from_millis(1_299)),
+            Decision::GiveUp { .. }
+        ));
+        assert!(matches!(
+            t.decide(t0 + Duration::from_millis(1_300)),
             Decision::RestartAfter(_)
         ));
     }

@@ -244,17 +244,28 @@ pub fn pxe_image_with_init(init: &str) -> Option<tempfile::TempDir> {
     Some(dir)
 }
 
-pub const SYSTEMD_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The systemd-boot EFI stub the image builder pinned (`image/packages.lock`), fetched into
+/// the builder's cache (`.cache/tessera`) the way `tessera image build` does: never a host
+/// path that `scripts/install-deps.sh` does not provide.
+pub fn systemd_stub() -> Result<PathBuf, String> {
+    use tessera_image::lock::{LockFile, Role};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lock_path = repo.join("image/packages.lock");
+    let lock = LockFile::load(&lock_path).map_err(|e| e.to_string())?;
+    let fetched = tessera_image::fetch::fetch(
+        &repo.join(".cache/tessera"),
+        lock.get(Role::EfiStub),
+        &lock_path,
+    )
+    .map_err(|e| format!("cannot fetch the pinned EFI stub: {e}"))?;
+    Ok(fetched.root.join(tessera_image::build::EFI_STUB_PATH))
+}
 
 /// Adds `disk.qcow2` to an image directory: a raw GPT disk (the runner sniffs the format)
 /// whose EFI system partition holds a unified kernel image at \EFI\BOOT\BOOTX64.EFI with
-/// `cmdline` baked in. Needs objcopy, the systemd EFI stub, mkfs.vfat and mtools.
+/// `cmdline` baked in. Needs objcopy, the pinned systemd EFI stub, mkfs.vfat and mtools.
 pub fn add_disk_image(image: &Path, cmdline: &str) -> Result<(), String> {
-    if !Path::new(SYSTEMD_STUB).is_file() {
-        return Err(format!(
-            "{SYSTEMD_STUB} missing (apt-get install systemd-boot-efi)"
-        ));
-    }
+    let stub = systemd_stub()?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let w = |n: &str| work.path().join(n);
     std::fs::write(w("cmdline"), cmdline).map_err(|e| e.to_string())?;
@@ -279,7 +290,7 @@ pub fn add_disk_image(image: &Path, cmdline: &str) -> Result<(), String> {
         &format!(".initrd={}", s(pxe.join("initramfs.img"))),
         "--change-section-vma",
         ".initrd=0x3000000",
-        SYSTEMD_STUB,
+        &s(stub),
         &s(uki.clone()),
     ]))?;
     let disk = image.join("disk.qcow2");
