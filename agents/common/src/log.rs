@@ -187,8 +187,44 @@ fn split_priority(text: &str) -> (Option<Level>, &str) {
     (None, text)
 }
 
+/// Prints one structured event on stdout, where PID 1 turns it into a log event of the
+/// service: `{"level":…,"msg":…,<fields>}` (level and message first, for a human reading the
+/// raw line); fields that are null are left out.
+pub fn print_event(level: &str, msg: &str, fields: serde_json::Value) {
+    println!("{}", event_line(level, msg, fields));
+}
+
+/// The line [`print_event`] prints.
+pub fn event_line(level: &str, msg: &str, fields: serde_json::Value) -> String {
+    use serde_json::json;
+    let mut line = format!("{{\"level\":{},\"msg\":{}", json!(level), json!(msg));
+    if let serde_json::Value::Object(fields) = fields {
+        for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
+            line.push_str(&format!(",{}:{value}", json!(key)));
+        }
+    }
+    line.push('}');
+    line
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn events_are_one_json_object_per_line() {
+        let line = event_line(
+            "info",
+            "dhcp bound",
+            serde_json::json!({"address": "10.0.2.15/24", "router": "10.0.2.2", "lease_s": 86400, "domain": null}),
+        );
+        assert_eq!(
+            line,
+            r#"{"level":"info","msg":"dhcp bound","address":"10.0.2.15/24","lease_s":86400,"router":"10.0.2.2"}"#
+        );
+        let event = LogEvent::from_service_line("net", 1, Stream::Stdout, line.as_bytes());
+        assert_eq!(event.message, "dhcp bound");
+        assert_eq!(event.fields["lease_s"], 86400);
+    }
+
     use super::*;
 
     #[test]

@@ -16,7 +16,7 @@ pub mod api;
 pub mod cli;
 pub mod firewall;
 pub mod health;
-pub mod ipc;
+pub use tessera_common::ipc;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;

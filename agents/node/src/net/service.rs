@@ -20,7 +20,7 @@ use super::dhcp_socket::DhcpSocket;
 use super::links::{choose_interface, Link, LinkKind, Links};
 use anyhow::Context;
 use netlink_packet_route::route::RouteProtocol;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -557,22 +557,7 @@ impl Node {
 }
 
 /// One structured event on stdout, which the supervisor keeps as a log event.
-pub fn log(level: &str, msg: &str, fields: Value) {
-    println!("{}", event_line(level, msg, fields));
-}
-
-/// `{"level":…,"msg":…,<fields>}` (level and message first, for a human reading the raw
-/// line); fields that are null are left out.
-fn event_line(level: &str, msg: &str, fields: Value) -> String {
-    let mut line = format!("{{\"level\":{},\"msg\":{}", json!(level), json!(msg));
-    if let Value::Object(fields) = fields {
-        for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
-            line.push_str(&format!(",{}:{value}", json!(key)));
-        }
-    }
-    line.push('}');
-    line
-}
+pub use tessera_common::log::print_event as log;
 
 fn dhcp_status(state: &State, interface: &str) -> String {
     match state {
@@ -693,27 +678,6 @@ mod tests {
             rebind_after: Duration::from_secs(75600),
             start: Instant::now(),
         }
-    }
-
-    #[test]
-    fn events_are_one_json_object_per_line() {
-        let line = event_line(
-            "info",
-            "dhcp bound",
-            json!({"address": "10.0.2.15/24", "router": "10.0.2.2", "lease_s": 86400, "domain": null}),
-        );
-        assert_eq!(
-            line,
-            r#"{"level":"info","msg":"dhcp bound","address":"10.0.2.15/24","lease_s":86400,"router":"10.0.2.2"}"#
-        );
-        let event = tessera_common::log::LogEvent::from_service_line(
-            "net",
-            1,
-            tessera_common::log::Stream::Stdout,
-            line.as_bytes(),
-        );
-        assert_eq!(event.message, "dhcp bound");
-        assert_eq!(event.fields["lease_s"], 86400);
     }
 
     #[test]

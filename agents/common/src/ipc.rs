@@ -1,6 +1,7 @@
-//! The node agent's local APIs: JSON lines over a root-only unix socket, one request, one
-//! reply, then close (like certmgr's). The firewall and the storage services serve their
-//! protocols with [`serve`]; their CLIs and the node API talk to them with [`call`].
+//! The agents' local APIs: JSON lines over a root-only unix socket, one request, one reply,
+//! then close (like certmgr's). The firewall, storage and container services serve their
+//! protocols with [`serve`]; their CLIs, the node API and peer agents talk to them with
+//! [`call`] / [`ask`].
 //! Who asks is read from the socket (SO_PEERCRED): root only, whatever the file mode says.
 
 use std::io::{Read, Write};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::net::service::log;
+use crate::log::print_event as log;
 
 /// Longest request line.
 pub const MAX_REQUEST_LINE: usize = 4096;
@@ -22,7 +23,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 8;
 
-pub use tessera_common::api_error::ApiError;
+pub use crate::api_error::ApiError;
 
 /// Answers one request line (already read, from a root caller) with one reply.
 pub type Handler = dyn Fn(&[u8]) -> Result<Value, ApiError> + Send + Sync;
@@ -34,7 +35,7 @@ pub fn serve(
     what: &'static str,
     handler: Arc<Handler>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let listener = tessera_common::api_error::bind_private(path)?;
+    let listener = crate::api_error::bind_private(path)?;
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name(format!("{what}-api"))
