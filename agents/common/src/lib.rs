@@ -13,3 +13,4 @@ pub mod ipc;
 pub mod log;
 pub mod notify;
 pub mod paths;
+pub mod restart;

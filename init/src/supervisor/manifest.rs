@@ -68,17 +68,7 @@ pub enum Readiness {
     Notify,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Intensity {
-    pub max_restarts: u32,
-    pub period: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
+pub use tessera_common::restart::{Backoff, Intensity};
 
 /// cgroup v2 limits, written as the kernel expects them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
