@@ -14,6 +14,7 @@ PACKAGES=(
   openssl curl iproute2                        # checks with real clients
   dosfstools mtools genisoimage e2fsprogs      # NoCloud volumes for the user-data tests
   openssh-client                               # ssh, ssh-keygen: the SSH console test's client
+  umoci crun                                   # OCI image layouts and the reference runtime: container tests
 )
 
 missing=()

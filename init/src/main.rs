@@ -122,6 +122,9 @@ enum Command {
     /// Volumes and snapshots on the data disk (Btrfs subvolumes or LVM thin volumes).
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Containers: import bundles and images, create, start, stop, remove, logs.
+    #[command(subcommand)]
+    Container(tessera_container::cli::ContainerCommand),
     /// Run one of the node's agents (they are started by PID 1 from their service files).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -148,6 +151,8 @@ enum AgentCommand {
     Ssh,
     /// Storage: the data disk, its volumes and snapshots (Btrfs or LVM thin).
     Storage,
+    /// Containers: templates, COW instances, the runtime's shims, restarts by policy.
+    Container,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +259,14 @@ fn main() -> ExitCode {
         return tessera_certmgr::callout::main(&args);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // One shim per container start: skip building the CLI.
+    if let [a, b, rest @ ..] = args.as_slice() {
+        if a == "container" && b == "shim" {
+            return ExitCode::from(
+                u8::try_from(tessera_container::runtime::shim::main(rest)).unwrap_or(1),
+            );
+        }
+    }
     if let Some((name, service)) = boot_path_service(&args) {
         return match service() {
             Ok(()) => ExitCode::SUCCESS,
@@ -344,6 +357,9 @@ fn boot_path_service(args: &[String]) -> Option<(&'static str, Service)> {
         [a, b] if a == "agent" && b == "ssh" => Some(("agent ssh", tessera_node::ssh::run)),
         [a, b] if a == "agent" && b == "storage" => {
             Some(("agent storage", tessera_node::storage::run))
+        }
+        [a, b] if a == "agent" && b == "container" => {
+            Some(("agent container", tessera_container::service::run))
         }
         _ => None,
     }
@@ -446,6 +462,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Firewall(cmd) => firewall_cli(cmd)?,
         Command::Agent(AgentCommand::Storage) => tessera_node::storage::run()?,
         Command::Volume(cmd) => volume_cli(cmd)?,
+        Command::Agent(AgentCommand::Container) => tessera_container::service::run()?,
+        Command::Container(cmd) => tessera_container::cli::run(cmd)?,
         #[cfg(feature = "host")]
         Command::Image(cmd) => tessera_image::run(cmd)?,
         #[cfg(feature = "host")]

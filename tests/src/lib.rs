@@ -207,3 +207,20 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// A fresh directory under out/e2e-seeds for one test's disks and files (made anew).
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = repo_root().join("out/e2e-seeds").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    dir
+}
+
+/// Runs a host program; fails the test with its output if it fails.
+pub fn host(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+}

@@ -11,21 +11,12 @@
 mod userdata_helpers;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
 use userdata_helpers::fat_image;
 
 const SETTLE: Duration = Duration::from_secs(120);
-
-/// A fresh directory for one test's disks (the images are deleted with it at the end).
-fn test_dir(name: &str) -> PathBuf {
-    let dir = repo_root().join("out/e2e-seeds").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the test directory");
-    dir
-}
 
 fn seed(dir: &Path, name: &str, storage: &str) -> PathBuf {
     let doc = format!("version = 1\n\n[storage]\n{storage}");
@@ -36,14 +27,6 @@ fn seed(dir: &Path, name: &str, storage: &str) -> PathBuf {
         &["-n", "CIDATA"],
         &[("user-data", doc.as_bytes()), ("meta-data", b"")],
     )
-}
-
-fn host(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
 }
 
 fn qcow2(dir: &Path, size: &str) -> PathBuf {

@@ -1,0 +1,353 @@
+//! `tessera container …`: the console's commands. Everything goes through the agent's socket
+//! but `import`, which runs the same import (`templates::import_file`) in the CLI's own
+//! process so that it can show progress, and `logs`, which reads the container's log file.
+
+use std::io::{BufRead, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::archive::Limits;
+use crate::service::{SOCKET, STATE_ROOT};
+use crate::storage::Storage;
+use crate::templates;
+
+/// A create runs a snapshot and, with --start, the container's setup under TCG.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Import an OCI runtime bundle (config.json + rootfs/) or an OCI image layout, as a tar
+    /// (plain, gzip or zstd), into a template; a second import of the same bytes does nothing.
+    Import {
+        file: PathBuf,
+        /// The archive's expected digest (`sha256:<hex>`): refused if it differs.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Allow setuid/setgid files in the archive.
+        #[arg(long)]
+        allow_setuid: bool,
+    },
+    /// Templates on the data disk.
+    Templates {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Containers and their state.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a container from a template (its digest, or 12+ hex digits of it).
+    Create {
+        name: String,
+        #[arg(long)]
+        template: String,
+        /// KEY=VALUE, repeatable.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// memory.max: bytes or K/M/G.
+        #[arg(long)]
+        memory: Option<String>,
+        /// pids.max.
+        #[arg(long)]
+        pids: Option<i64>,
+        /// cpu.max as a share of one CPU in percent.
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// no | on-failure | always.
+        #[arg(long, default_value = "no")]
+        restart: String,
+        /// none (its own network namespace, lo only) | host.
+        #[arg(long, default_value = "none")]
+        net: String,
+        /// Start it too.
+        #[arg(long)]
+        start: bool,
+        /// The program and its arguments, replacing the template's process.args.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    Start {
+        name: String,
+    },
+    /// SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        name: String,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+    },
+    Kill {
+        name: String,
+        #[arg(long, default_value = "SIGKILL")]
+        signal: String,
+    },
+    /// Delete a stopped container and its snapshot (--force: running ones too).
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Everything about one container, with its cgroup figures (JSON).
+    Inspect {
+        name: String,
+    },
+    /// The container's stdout and stderr; -f follows.
+    Logs {
+        name: String,
+        #[arg(short, long)]
+        follow: bool,
+        /// JSON lines as kept.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn call(request: Value) -> anyhow::Result<Value> {
+    tessera_common::ipc::call(Path::new(SOCKET), "container", &request, TIMEOUT)
+}
+
+fn parse_bytes(s: &str) -> anyhow::Result<i64> {
+    let (digits, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1i64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: i64 = digits
+        .parse()
+        .with_context(|| format!("{s:?} is not a size; use bytes or K/M/G (e.g. 64M)"))?;
+    Ok(n.saturating_mul(mult))
+}
+
+/// Runs a `tessera container` command.
+pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
+    match cmd {
+        ContainerCommand::Import {
+            file,
+            sha256,
+            allow_setuid,
+        } => import(&file, sha256.as_deref(), allow_setuid),
+        ContainerCommand::Templates { json } => {
+            let v = call(json!({"op": "templates"}))?;
+            if json {
+                println!("{v}");
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<7} {:>8} {:>10}  SOURCE",
+                "DIGEST", "KIND", "FILES", "BYTES"
+            );
+            for t in v["templates"].as_array().into_iter().flatten() {
+                let digest = t["digest"].as_str().unwrap_or("");
+                println!(
+                    "{:<20} {:<7} {:>8} {:>10}  {}",
+                    digest.get(..19).unwrap_or(digest),
+                    t["kind"].as_str().unwrap_or(""),
+                    t["files"],
+                    t["bytes"],
+                    t["source"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        ContainerCommand::List { json } => {
+            let v = call(json!({"op": "list"}))?;
+            if json {
+                println!("{v}");
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<9} {:>7} {:<12} {:>8}  TEMPLATE",
+                "NAME", "STATE", "PID", "RESTART", "RESTARTS"
+            );
+            for c in v["containers"].as_array().into_iter().flatten() {
+                let state = match (&c["state"], &c["exit"]) {
+                    (s, Value::Object(e)) => format!(
+                        "{}({})",
+                        s.as_str().unwrap_or(""),
+                        e.get("code")
+                            .or(e.get("signal"))
+                            .map(|x| x.to_string())
+                            .unwrap_or_default()
+                    ),
+                    (s, _) => s.as_str().unwrap_or("").to_string(),
+                };
+                let digest = c["template"].as_str().unwrap_or("");
+                println!(
+                    "{:<20} {:<9} {:>7} {:<12} {:>8}  {}",
+                    c["name"].as_str().unwrap_or(""),
+                    state,
+                    c["pid"]
+                        .as_u64()
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    c["restart"].as_str().unwrap_or(""),
+                    c["restarts"],
+                    digest.get(..19).unwrap_or(digest)
+                );
+            }
+            Ok(())
+        }
+        ContainerCommand::Create {
+            name,
+            template,
+            env,
+            memory,
+            pids,
+            cpu,
+            restart,
+            net,
+            start,
+            args,
+        } => {
+            let mut req = json!({"op": "create", "name": name, "template": template, "env": env,
+                "restart": restart, "net": net, "start": start});
+            if !args.is_empty() {
+                req["args"] = json!(args);
+            }
+            if let Some(m) = memory {
+                req["memory_max"] = json!(parse_bytes(&m)?);
+            }
+            if let Some(p) = pids {
+                req["pids_max"] = json!(p);
+            }
+            if let Some(c) = cpu {
+                req["cpu_percent"] = json!(c);
+            }
+            let v = call(req)?;
+            println!(
+                "container {name} {}",
+                v["state"].as_str().unwrap_or("created")
+            );
+            Ok(())
+        }
+        ContainerCommand::Start { name } => {
+            let v = call(json!({"op": "start", "name": name}))?;
+            println!(
+                "container {name} {} pid {}",
+                v["state"].as_str().unwrap_or(""),
+                v["pid"]
+            );
+            Ok(())
+        }
+        ContainerCommand::Stop { name, grace } => {
+            let v =
+                call(json!({"op": "stop", "name": name, "grace_ms": grace.as_millis() as u64}))?;
+            println!(
+                "container {name} {} {}",
+                v["state"].as_str().unwrap_or(""),
+                v["exit"]
+            );
+            Ok(())
+        }
+        ContainerCommand::Kill { name, signal } => {
+            call(json!({"op": "kill", "name": name, "signal": signal}))?;
+            Ok(())
+        }
+        ContainerCommand::Rm { name, force } => {
+            call(json!({"op": "delete", "name": name, "force": force}))?;
+            println!("container {name} deleted");
+            Ok(())
+        }
+        ContainerCommand::Inspect { name } => {
+            let v = call(json!({"op": "inspect", "name": name}))?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        ContainerCommand::Logs { name, follow, json } => logs(&name, follow, json),
+    }
+}
+
+fn import(file: &Path, sha256: Option<&str>, allow_setuid: bool) -> anyhow::Result<()> {
+    let limits = Limits {
+        allow_setuid,
+        ..Limits::default()
+    };
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let mut report = |p: crate::archive::Progress| {
+        eprintln!(
+            "[import] {:.1} MiB read ({:.0}% of the archive), {} entries",
+            p.bytes_read as f64 / (1 << 20) as f64,
+            if size > 0 {
+                (p.bytes_read as f64 * 100.0 / size as f64).min(100.0)
+            } else {
+                0.0
+            },
+            p.entries
+        );
+    };
+    let done = templates::import_file(&Storage::default(), file, sha256, &limits, &mut report)?;
+    let t = &done.template;
+    if done.fresh {
+        println!(
+            "imported {} ({}, {} files, {} bytes) as template {}",
+            file.display(),
+            t.kind,
+            t.files,
+            t.bytes,
+            t.digest
+        );
+    } else {
+        println!("already imported: template {} ({})", t.digest, t.kind);
+    }
+    Ok(())
+}
+
+fn logs(name: &str, follow: bool, json: bool) -> anyhow::Result<()> {
+    crate::instances::check_name(name)?;
+    let dir = Path::new(STATE_ROOT).join(name);
+    let path = crate::runtime::log_path(&dir);
+    let print = |line: &str| {
+        if json {
+            println!("{}", line.trim_end());
+            return;
+        }
+        let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+        match (
+            v["time"].as_str(),
+            v["stream"].as_str(),
+            v["message"].as_str(),
+        ) {
+            (Some(t), Some(s), Some(m)) => println!("{} {s}: {m}", t.get(11..23).unwrap_or(t)),
+            _ => println!("{}", line.trim_end()),
+        }
+    };
+    let rotated = path.with_extension("jsonl.1");
+    if let Ok(f) = std::fs::File::open(&rotated) {
+        std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| print(&l));
+    }
+    let mut file = std::fs::File::open(&path).with_context(|| {
+        format!("no log for container {name} at {}: has it been started (`tessera container start {name}`)?", path.display())
+    })?;
+    let mut offset = 0u64;
+    loop {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < offset {
+            file = std::fs::File::open(&path)?;
+            offset = 0;
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        let mut reader = std::io::BufReader::new(&file);
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 && line.ends_with('\n') {
+            offset += line.len() as u64;
+            print(&line);
+            line.clear();
+        }
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if !dir.exists() {
+            return Ok(());
+        }
+    }
+}

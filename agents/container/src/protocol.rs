@@ -1,0 +1,136 @@
+//! The container socket protocol: JSON lines over /run/tessera/container.sock (root only),
+//! one request, one reply (`tessera_common::ipc`). The console CLI and the node API use it.
+//!
+//! | request | reply |
+//! | --- | --- |
+//! | `{"op":"status"}` | `{"available":bool,"reason":…,"backend":…}` |
+//! | `{"op":"import","path":"/var/tmp/b.tar.zst","sha256":"sha256:…"}` | the template, `fresh` false when it existed |
+//! | `{"op":"templates"}` | `{"templates":[{digest,name,kind,files,bytes,source}]}` |
+//! | `{"op":"list"}` | `{"containers":[{name,template,state,exit,pid,restarts,restart}]}` |
+//! | `{"op":"create","name":"web","template":"<digest or prefix>","args":[…],"env":["K=V"],"memory_max":bytes,"pids_max":N,"cpu_percent":N,"restart":"no"\|"on-failure"\|"always","net":"none"\|"host","start":bool}` | the container |
+//! | `{"op":"start"\|"inspect","name":"web"}` | the container (inspect adds cgroup stats) |
+//! | `{"op":"stop","name":"web","grace_ms":5000}` | the container, stopped |
+//! | `{"op":"kill","name":"web","signal":"SIGKILL"}` | `{"ok":true}` |
+//! | `{"op":"delete","name":"web","force":bool}` | `{"ok":true}` |
+//!
+//! Errors: `{"error":CODE,"reason":…}`: bad_request, not_found, exists, wrong_state,
+//! unavailable (no data disk: the reason says why), the import refusals of
+//! `archive::ImportError::code`, the storage service's codes, internal.
+
+use serde::Deserialize;
+use tessera_common::api_error::ApiError;
+
+use crate::instances::Overrides;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    // Empty braces: deny_unknown_fields then refuses extra fields (a unit variant would not).
+    Status {},
+    Import {
+        path: String,
+        #[serde(default)]
+        sha256: Option<String>,
+    },
+    Templates {},
+    List {},
+    Create {
+        name: String,
+        template: String,
+        #[serde(default)]
+        args: Option<Vec<String>>,
+        #[serde(default)]
+        env: Vec<String>,
+        #[serde(default)]
+        memory_max: Option<i64>,
+        #[serde(default)]
+        pids_max: Option<i64>,
+        #[serde(default)]
+        cpu_percent: Option<u32>,
+        #[serde(default)]
+        restart: Option<String>,
+        #[serde(default)]
+        net: Option<String>,
+        #[serde(default)]
+        start: bool,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+        #[serde(default)]
+        grace_ms: Option<u64>,
+    },
+    Kill {
+        name: String,
+        #[serde(default)]
+        signal: Option<String>,
+    },
+    Delete {
+        name: String,
+        #[serde(default)]
+        force: bool,
+    },
+    Inspect {
+        name: String,
+    },
+}
+
+impl Request {
+    /// The overrides a create request carries.
+    pub fn overrides(&self) -> Overrides {
+        match self {
+            Request::Create {
+                args,
+                env,
+                memory_max,
+                pids_max,
+                cpu_percent,
+                ..
+            } => Overrides {
+                args: args.clone(),
+                env: env.clone(),
+                memory_max: *memory_max,
+                pids_max: *pids_max,
+                cpu_percent: *cpu_percent,
+            },
+            _ => Overrides::default(),
+        }
+    }
+}
+
+pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
+    serde_json::from_slice(line).map_err(|e| {
+        ApiError::new(
+            "bad_request",
+            format!(
+                "not a request ({e}); send one JSON object per line such as {{\"op\":\"list\"}}"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_unknown_fields_are_refused() {
+        assert_eq!(parse(br#"{"op":"list"}"#).unwrap(), Request::List {});
+        assert_eq!(
+            parse(br#"{"op":"stop","name":"web","grace_ms":100}"#).unwrap(),
+            Request::Stop {
+                name: "web".into(),
+                grace_ms: Some(100)
+            }
+        );
+        let c = parse(br#"{"op":"create","name":"w","template":"abc","args":["/bin/true"],"memory_max":1024}"#).unwrap();
+        assert_eq!(c.overrides().args, Some(vec!["/bin/true".to_string()]));
+        assert_eq!(c.overrides().memory_max, Some(1024));
+        let e = parse(br#"{"op":"list","x":1}"#).unwrap_err();
+        assert_eq!(e.code, "bad_request");
+        let e = parse(br#"{"op":"explode"}"#).unwrap_err();
+        assert!(e.reason.contains("explode"), "{}", e.reason);
+    }
+}

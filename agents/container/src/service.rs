@@ -1,0 +1,731 @@
+//! The `container` service (`tessera agent container`): templates and instances through the
+//! storage service, containers through the runtime, the local socket API, restarts by policy,
+//! and the containers' output as log events under their names.
+//!
+//! Threads: the socket's (one per request, `tessera_common::ipc`), one supervision loop (state
+//! changes, restarts, log lines), and the main thread, which waits for SIGTERM and then stops
+//! every container before the agent exits (node shutdown stops containers before the agents
+//! they depend on). The agent never forks: the runtime execs a shim per container, and the
+//! containers outlive a crash of the agent; the restarted agent finds them by their state
+//! directories (`/run/tessera/containers/<name>`) and their records on the data disk.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tessera_common::api_error::ApiError;
+use tessera_common::log::print_event as log;
+use tessera_common::restart::{Backoff, Decision, Intensity, RestartTracker};
+
+use crate::archive::Limits;
+use crate::instances::{self, InstanceError, New, Record, RestartPolicy};
+use crate::protocol::{self, Request};
+use crate::runtime::{self, CreateOptions, Exit, NetMode, RuntimeError, Signal, Status};
+use crate::storage::Storage;
+use crate::templates::{self, TemplateError};
+
+/// The API socket.
+pub const SOCKET: &str = "/run/tessera/container.sock";
+/// The containers' state directories.
+pub const STATE_ROOT: &str = "/run/tessera/containers";
+/// Each container's cgroup is `<this>/<name>` (beside PID 1's `services/`).
+pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/containers";
+/// How long a stop waits before SIGKILL, unless the request says.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// Restarts of a container: like a service's default intensity and backoff.
+const INTENSITY: Intensity = Intensity {
+    max_restarts: 5,
+    period: Duration::from_secs(10),
+};
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+const TICK: Duration = Duration::from_millis(200);
+
+/// What the supervision loop knows of one container.
+struct Watch {
+    tracker: RestartTracker,
+    /// Stopped by an operator, or given up: not restarted.
+    held: bool,
+    restart_at: Option<Instant>,
+    restarts: u32,
+    /// Last status reported, to log changes once.
+    last: String,
+    log_offset: u64,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            tracker: RestartTracker::new(INTENSITY, BACKOFF),
+            held: false,
+            restart_at: None,
+            restarts: 0,
+            last: String::new(),
+            log_offset: 0,
+        }
+    }
+}
+
+pub struct Agent {
+    storage: Storage,
+    /// The tessera binary, which runs the shims (`tessera container shim`).
+    shim: PathBuf,
+    state_root: PathBuf,
+    cgroup_parent: Option<PathBuf>,
+    /// Why containers cannot run here (no data disk), if so.
+    unavailable: Mutex<Option<String>>,
+    watches: Mutex<BTreeMap<String, Watch>>,
+    /// One change at a time: name checks and changes must not interleave.
+    changes: Mutex<()>,
+}
+
+fn api(code: &'static str, reason: impl Into<String>) -> ApiError {
+    ApiError::new(code, reason)
+}
+
+/// Leaks a dynamic code into the small fixed set ApiError carries.
+fn code_of(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "bad_request",
+        "not_found",
+        "exists",
+        "wrong_state",
+        "unavailable",
+        "no_space",
+        "no_storage",
+        "storage_unavailable",
+        "digest_mismatch",
+        "path_escapes",
+        "absolute_path",
+        "through_symlink",
+        "parent_not_directory",
+        "link_escapes",
+        "device_node",
+        "setuid",
+        "unsupported_entry",
+        "too_large",
+        "too_many_entries",
+        "size_mismatch",
+        "bad_digest",
+        "missing_config",
+        "bad_config",
+        "not_an_archive",
+        "truncated",
+        "corrupt",
+        "io",
+        "missing_blob",
+        "bad_image",
+        "no_matching_manifest",
+        "unsupported_media_type",
+        "bad_image_config",
+        "cleanup_failed",
+        "dest_not_empty",
+        "bad_source",
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("internal")
+}
+
+impl From<TemplateError> for ApiError {
+    fn from(e: TemplateError) -> ApiError {
+        ApiError::new(code_of(e.code()), e.to_string())
+    }
+}
+
+impl From<InstanceError> for ApiError {
+    fn from(e: InstanceError) -> ApiError {
+        ApiError::new(code_of(e.code()), e.to_string())
+    }
+}
+
+fn runtime_error(e: RuntimeError) -> ApiError {
+    let code = match &e {
+        RuntimeError::NotFound(_) => "not_found",
+        RuntimeError::Exists(_) => "exists",
+        RuntimeError::WrongState { .. } => "wrong_state",
+        RuntimeError::InvalidId(_) => "bad_request",
+        _ => "internal",
+    };
+    ApiError::new(code, e.to_string())
+}
+
+impl Agent {
+    pub fn new(
+        storage: Storage,
+        shim: PathBuf,
+        state_root: PathBuf,
+        cgroup_parent: Option<PathBuf>,
+    ) -> Agent {
+        Agent {
+            storage,
+            shim,
+            state_root,
+            cgroup_parent,
+            unavailable: Mutex::new(None),
+            watches: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(()),
+        }
+    }
+
+    fn state_dir(&self, name: &str) -> PathBuf {
+        self.state_root.join(name)
+    }
+
+    /// Asks the storage service whether containers can run here; remembers the reason.
+    pub fn refresh_availability(&self) -> Option<String> {
+        let reason = match self.storage.unavailable() {
+            Ok(r) => r,
+            Err(e) => Some(format!("the storage service cannot be asked: {e}")),
+        };
+        *lock(&self.unavailable) = reason.clone();
+        reason
+    }
+
+    fn require_storage(&self) -> Result<(), ApiError> {
+        match lock(&self.unavailable).clone() {
+            None => Ok(()),
+            Some(why) => Err(api(
+                "unavailable",
+                format!("containers are unavailable on this node: {why}; give the node a data disk ([storage] in user-data)"),
+            )),
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, line: &[u8]) -> Result<Value, ApiError> {
+        let request = protocol::parse(line)?;
+        if !matches!(request, Request::Status {}) {
+            self.require_storage()?;
+        }
+        match request {
+            Request::Status {} => {
+                let reason = lock(&self.unavailable).clone();
+                let backend = reason
+                    .is_none()
+                    .then(|| self.storage.backend().ok())
+                    .flatten();
+                Ok(json!({"available": reason.is_none(), "reason": reason, "backend": backend}))
+            }
+            Request::Import { path, sha256 } => {
+                let _g = lock(&self.changes);
+                let imported = templates::import_file(
+                    &self.storage,
+                    Path::new(&path),
+                    sha256.as_deref(),
+                    &Limits::default(),
+                    &mut |_| {},
+                )?;
+                log(
+                    "info",
+                    "template imported",
+                    json!({"digest": imported.template.digest, "source": path, "fresh": imported.fresh}),
+                );
+                let mut v = serde_json::to_value(&imported.template).unwrap_or(Value::Null);
+                v["fresh"] = json!(imported.fresh);
+                Ok(v)
+            }
+            Request::Templates {} => Ok(json!({"templates": templates::list(&self.storage)?})),
+            Request::List {} => {
+                let all = instances::list(&self.storage)?;
+                let rows: Vec<Value> = all.iter().map(|r| self.describe(r, false)).collect();
+                Ok(json!({"containers": rows}))
+            }
+            ref create @ Request::Create { .. } => self.create(create),
+            Request::Start { name } => {
+                let record = instances::find(&self.storage, &name)?;
+                self.launch(&record)?;
+                self.release(&name);
+                Ok(self.describe(&record, false))
+            }
+            Request::Stop { name, grace_ms } => {
+                let record = instances::find(&self.storage, &name)?;
+                self.hold(&name);
+                let grace = grace_ms.map(Duration::from_millis).unwrap_or(DEFAULT_GRACE);
+                let dir = self.state_dir(&name);
+                if dir.exists() {
+                    runtime::stop(&dir, grace).map_err(runtime_error)?;
+                }
+                Ok(self.describe(&record, false))
+            }
+            Request::Kill { name, signal } => {
+                instances::find(&self.storage, &name)?;
+                let signal = match signal.as_deref() {
+                    None => Signal::SIGKILL,
+                    Some(s) => parse_signal(s)?,
+                };
+                runtime::kill(&self.state_dir(&name), signal).map_err(runtime_error)?;
+                Ok(json!({"ok": true}))
+            }
+            Request::Delete { name, force } => {
+                let _g = lock(&self.changes);
+                let record = instances::find(&self.storage, &name)?;
+                self.hold(&name);
+                let dir = self.state_dir(&name);
+                if dir.exists() {
+                    let running = runtime::state(&dir)
+                        .map(|s| {
+                            matches!(
+                                s.status,
+                                Status::Running | Status::Created | Status::Creating
+                            )
+                        })
+                        .unwrap_or(false);
+                    if running && !force {
+                        return Err(api("wrong_state", format!("container {name} is running: stop it first (`tessera container stop {name}`) or delete with --force")));
+                    }
+                    runtime::delete_force(&dir).map_err(runtime_error)?;
+                }
+                instances::delete(&self.storage, &record)?;
+                lock(&self.watches).remove(&name);
+                log("info", "container deleted", json!({"container": name}));
+                Ok(json!({"ok": true}))
+            }
+            Request::Inspect { name } => {
+                let record = instances::find(&self.storage, &name)?;
+                Ok(self.describe(&record, true))
+            }
+        }
+    }
+
+    fn create(&self, request: &Request) -> Result<Value, ApiError> {
+        let Request::Create {
+            name,
+            template,
+            restart,
+            net,
+            start,
+            ..
+        } = request
+        else {
+            return Err(api("internal", "not a create request"));
+        };
+        let restart = match restart.as_deref() {
+            None => RestartPolicy::No,
+            Some(r) => RestartPolicy::parse(r).ok_or_else(|| {
+                api(
+                    "bad_request",
+                    format!("restart {r:?}: use \"no\", \"on-failure\" or \"always\""),
+                )
+            })?,
+        };
+        let record = {
+            let _g = lock(&self.changes);
+            let template = templates::resolve(&self.storage, template)?;
+            instances::create(
+                &self.storage,
+                New {
+                    name,
+                    template: &template,
+                    overrides: request.overrides(),
+                    restart,
+                    net: net.as_deref().unwrap_or("none"),
+                    declared: false,
+                },
+            )?
+        };
+        log(
+            "info",
+            "container created",
+            json!({"container": name, "template": record.template}),
+        );
+        if *start {
+            self.launch(&record)?;
+        }
+        Ok(self.describe(&record, false))
+    }
+
+    /// Creates and starts the container's processes (after deleting a stopped run's state).
+    pub fn launch(&self, record: &Record) -> Result<(), ApiError> {
+        let dir = self.state_dir(&record.name);
+        if dir.exists() {
+            match runtime::state(&dir) {
+                Ok(s)
+                    if matches!(
+                        s.status,
+                        Status::Running | Status::Created | Status::Creating
+                    ) =>
+                {
+                    return Err(api(
+                        "wrong_state",
+                        format!("container {} is already {}", record.name, s.status),
+                    ));
+                }
+                _ => runtime::delete_force(&dir).map_err(runtime_error)?,
+            }
+        }
+        std::fs::create_dir_all(&self.state_root).map_err(|e| {
+            api(
+                "internal",
+                format!("create {}: {e}", self.state_root.display()),
+            )
+        })?;
+        let net = NetMode::parse(&record.net).unwrap_or(NetMode::None);
+        let shim_args = ["container".to_string(), "shim".to_string()];
+        let created = runtime::create(&CreateOptions {
+            id: &record.name,
+            bundle: &record.bundle,
+            state_dir: &dir,
+            shim: &self.shim,
+            shim_args: &shim_args,
+            cgroup_parent: self.cgroup_parent.as_deref(),
+            net,
+        })
+        .map_err(runtime_error)?;
+        if let Err(e) = runtime::start(&dir) {
+            let _ = runtime::delete_force(&dir);
+            return Err(runtime_error(e));
+        }
+        let mut watches = lock(&self.watches);
+        let w = watches
+            .entry(record.name.clone())
+            .or_insert_with(Watch::new);
+        w.log_offset = 0;
+        w.restart_at = None;
+        log(
+            "info",
+            "container started",
+            json!({"container": record.name, "pid": created.init_pid, "shim_pid": created.shim_pid}),
+        );
+        Ok(())
+    }
+
+    fn hold(&self, name: &str) {
+        let mut watches = lock(&self.watches);
+        let w = watches.entry(name.to_string()).or_insert_with(Watch::new);
+        w.held = true;
+        w.restart_at = None;
+    }
+
+    fn release(&self, name: &str) {
+        let mut watches = lock(&self.watches);
+        let w = watches.entry(name.to_string()).or_insert_with(Watch::new);
+        w.held = false;
+        w.tracker.reset();
+    }
+
+    /// A container as `list` and `inspect` show it.
+    fn describe(&self, record: &Record, full: bool) -> Value {
+        let dir = self.state_dir(&record.name);
+        let state = runtime::state(&dir).ok();
+        let (status, exit, pid) = match &state {
+            None => ("stopped".to_string(), None, None),
+            Some(s) => (
+                status_word(&s.status).to_string(),
+                match &s.status {
+                    Status::Stopped(e) => Some(exit_json(e)),
+                    _ => None,
+                },
+                s.init_pid,
+            ),
+        };
+        let restarts = lock(&self.watches)
+            .get(&record.name)
+            .map(|w| w.restarts)
+            .unwrap_or(0);
+        let mut v = json!({
+            "name": record.name, "template": record.template, "state": status, "exit": exit,
+            "pid": pid, "restart": record.restart, "restarts": restarts, "net": record.net,
+        });
+        if full {
+            v["record"] = serde_json::to_value(record).unwrap_or(Value::Null);
+            if let Some(s) = &state {
+                v["created"] = json!(s.created);
+                v["started"] = json!(s.started);
+                v["failure"] = json!(s.failure.as_ref().map(|f| f.to_string()));
+                if let Some(cg) = &s.cgroup {
+                    v["cgroup"] = json!(cg);
+                    if let Ok(stats) = runtime::cgroup::Cgroup::open(cg.clone()).stats() {
+                        v["stats"] = serde_json::to_value(stats).unwrap_or(Value::Null);
+                    }
+                }
+            }
+            v["log"] = json!(runtime::log_path(&dir));
+        }
+        v
+    }
+
+    /// One pass of supervision: log state changes and output, restart by policy.
+    pub fn supervise_once(&self) {
+        let records = match instances::list(&self.storage) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        for record in records {
+            let dir = self.state_dir(&record.name);
+            let state = runtime::state(&dir).ok();
+            let due = {
+                let mut watches = lock(&self.watches);
+                let w = watches
+                    .entry(record.name.clone())
+                    .or_insert_with(Watch::new);
+                forward_logs(&record.name, &dir, w);
+                let word = state
+                    .as_ref()
+                    .map(|s| status_word(&s.status))
+                    .unwrap_or("stopped");
+                if word != w.last {
+                    if let Some(Status::Stopped(exit)) = state.as_ref().map(|s| &s.status) {
+                        log(
+                            "info",
+                            "container exited",
+                            json!({"container": record.name, "exit": exit.to_string()}),
+                        );
+                    } else if let Some(Status::Lost { init_alive }) =
+                        state.as_ref().map(|s| &s.status)
+                    {
+                        log(
+                            "warn",
+                            "container lost its shim",
+                            json!({"container": record.name, "init_alive": init_alive}),
+                        );
+                    }
+                    w.last = word.to_string();
+                }
+                decide_restart(&record, state.as_ref().map(|s| &s.status), w)
+            };
+            if due {
+                match self.launch(&record) {
+                    Ok(()) => {
+                        if let Some(w) = lock(&self.watches).get_mut(&record.name) {
+                            w.restarts += 1;
+                        }
+                    }
+                    Err(e) => log(
+                        "error",
+                        "container restart failed",
+                        json!({"container": record.name, "error": e.reason}),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Stops every running container (node shutdown): in parallel, each with the default grace.
+    pub fn stop_all(&self) {
+        let records = instances::list(&self.storage).unwrap_or_default();
+        let dirs: Vec<(String, PathBuf)> = records
+            .iter()
+            .map(|r| {
+                self.hold(&r.name);
+                (r.name.clone(), self.state_dir(&r.name))
+            })
+            .filter(|(_, d)| d.exists())
+            .collect();
+        std::thread::scope(|s| {
+            for (name, dir) in &dirs {
+                s.spawn(move || {
+                    if let Ok(exit) = runtime::stop(dir, DEFAULT_GRACE) {
+                        log(
+                            "info",
+                            "container stopped for shutdown",
+                            json!({"container": name, "exit": exit.to_string()}),
+                        );
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Whether a stopped container is due for its restart now (scheduling it when it just ended).
+fn decide_restart(record: &Record, status: Option<&Status>, w: &mut Watch) -> bool {
+    if w.held || record.restart == RestartPolicy::No {
+        return false;
+    }
+    let failed = match status {
+        Some(Status::Stopped(Exit::Code(0))) => false,
+        Some(Status::Stopped(_)) | Some(Status::Lost { init_alive: false }) => true,
+        _ => return false,
+    };
+    if !failed && record.restart == RestartPolicy::OnFailure {
+        return false;
+    }
+    let now = Instant::now();
+    match w.restart_at {
+        Some(at) => {
+            if now >= at {
+                w.restart_at = None;
+                return true;
+            }
+            false
+        }
+        None => {
+            match w.tracker.decide(now) {
+                Decision::RestartAfter(delay) => {
+                    log(
+                        "warn",
+                        "restarting container",
+                        json!({"container": record.name, "delay_ms": delay.as_millis() as u64, "restarts": w.restarts + 1}),
+                    );
+                    w.restart_at = Some(now + delay);
+                }
+                Decision::GiveUp { restarts, period } => {
+                    log(
+                        "error",
+                        "container failed; giving up",
+                        json!({"container": record.name, "reason": format!("restart intensity exceeded: {restarts} restarts within {}", humantime::format_duration(period))}),
+                    );
+                    w.held = true;
+                }
+            }
+            false
+        }
+    }
+}
+
+/// New lines of the container's log.jsonl as log events under the container's name.
+fn forward_logs(name: &str, dir: &Path, w: &mut Watch) {
+    let path = runtime::log_path(dir);
+    let Ok(mut file) = std::fs::File::open(&path) else {
+        return;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < w.log_offset {
+        w.log_offset = 0; // rotated
+    }
+    if len == w.log_offset || file.seek(SeekFrom::Start(w.log_offset)).is_err() {
+        return;
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if !line.ends_with('\n') {
+            break; // the rest comes next time
+        }
+        w.log_offset += line.len() as u64;
+        let v: Value = serde_json::from_str(line.trim_end()).unwrap_or(Value::Null);
+        let level = if v["stream"] == "stderr" {
+            "warn"
+        } else {
+            "info"
+        };
+        let message = v["message"].as_str().unwrap_or(line.trim_end());
+        log(
+            level,
+            message,
+            json!({"container": name, "stream": v["stream"]}),
+        );
+        line.clear();
+    }
+}
+
+fn status_word(s: &Status) -> &'static str {
+    match s {
+        Status::Creating => "creating",
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Stopped(_) => "exited",
+        Status::Lost { .. } => "lost",
+    }
+}
+
+fn exit_json(e: &Exit) -> Value {
+    match e {
+        Exit::Code(c) => json!({"code": c}),
+        Exit::Signal { signal, oom_killed } => json!({"signal": signal, "oom_killed": oom_killed}),
+    }
+}
+
+fn parse_signal(s: &str) -> Result<Signal, ApiError> {
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<Signal>().map_err(|_| {
+        api(
+            "bad_request",
+            format!("signal {s:?} is not a signal name (e.g. SIGTERM, KILL)"),
+        )
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the node has cgroup v2 at /sys/fs/cgroup (it does; a host test may not).
+fn cgroup_parent() -> Option<PathBuf> {
+    Path::new("/sys/fs/cgroup/cgroup.controllers")
+        .exists()
+        .then(|| PathBuf::from(CGROUP_PARENT))
+}
+
+/// `tessera agent container`.
+pub fn run() -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal as Sig};
+    // SIGTERM is taken by the main thread alone (every thread inherits the mask).
+    let mut mask = SigSet::empty();
+    mask.add(Sig::SIGTERM);
+    mask.add(Sig::SIGINT);
+    mask.thread_block()?;
+    runtime::become_subreaper()?;
+    let shim = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/sbin/tessera"));
+    let agent = Arc::new(Agent::new(
+        Storage::default(),
+        shim,
+        PathBuf::from(STATE_ROOT),
+        cgroup_parent(),
+    ));
+    // The storage service settles before us (after = storage); ask until it answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reason = agent.refresh_availability();
+    while reason
+        .as_deref()
+        .is_some_and(|r| r.contains("cannot be asked"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        reason = agent.refresh_availability();
+    }
+    let handler_agent = agent.clone();
+    tessera_common::ipc::serve(
+        Path::new(SOCKET),
+        "container",
+        Arc::new(move |line: &[u8]| handler_agent.handle(line)),
+    )?;
+    let status = match &reason {
+        None => {
+            let n = instances::list(&agent.storage)
+                .map(|l| l.len())
+                .unwrap_or(0);
+            log(
+                "info",
+                "containers available",
+                json!({"containers": n, "socket": SOCKET}),
+            );
+            format!("available; {n} containers")
+        }
+        Some(why) => {
+            log("warn", "containers unavailable", json!({"reason": why}));
+            format!("containers unavailable: {why}")
+        }
+    };
+    let _ = tessera_common::notify::notify(&["READY=1".into(), format!("STATUS={status}")]);
+    let loop_agent = agent.clone();
+    std::thread::Builder::new()
+        .name("container-supervise".into())
+        .spawn(move || loop {
+            if lock(&loop_agent.unavailable).is_none() {
+                loop_agent.supervise_once();
+            }
+            std::thread::sleep(TICK);
+        })?;
+    let signal = mask.wait()?;
+    log(
+        "info",
+        "stopping containers",
+        json!({"signal": signal.as_str()}),
+    );
+    agent.stop_all();
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! Templates: each distinct archive becomes one read-only volume, keyed by the sha256 of its
+//! bytes, made through the storage service (a Btrfs read-only snapshot, or an LVM thin
+//! snapshot). Instances are writable COW snapshots of a template (`crate::instances`).
+//!
+//! An import goes into a writable staging volume first; only a complete, checked import is
+//! snapshotted read-only under the template's name, so a crash or a refusal never leaves a
+//! half template behind: the staging volume is deleted (or, after a crash, on the next import
+//! of the same digest).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{self, ImportError, Kind, Limits, Progress};
+use crate::storage::{Storage, StorageError, Volume};
+
+/// Volume names: `tpl-` and the first 48 hex digits of the digest (192 bits; volume names
+/// are at most 64 characters).
+const PREFIX: &str = "tpl-";
+const DIGEST_CHARS: usize = 48;
+/// Written into the template beside config.json and rootfs/.
+pub const METADATA: &str = "tessera-template.json";
+/// Virtual size of a template's thin volume: at least this, or 4x the archive.
+const MIN_THIN_SIZE: u64 = 4 << 30;
+
+/// A template as the agent lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub digest: String,
+    pub name: String,
+    pub path: PathBuf,
+    /// `bundle` or `image`.
+    pub kind: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// What the operator imported it from (a file name), for `list`.
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{0}")]
+    Import(#[from] ImportError),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error(
+        "cannot read {path}: {source}; check the path (the agent reads it as root on the node)"
+    )]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("template {name}: {what}: {source}")]
+    Metadata {
+        name: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("no template {0}; import it first (`tessera container import FILE`) or name it by its digest (`tessera container list`)")]
+    NotFound(String),
+}
+
+impl TemplateError {
+    /// A stable code for the APIs.
+    pub fn code(&self) -> &str {
+        match self {
+            TemplateError::Import(e) => e.code(),
+            TemplateError::Storage(e) => e.code(),
+            TemplateError::Source { .. } => "bad_source",
+            TemplateError::Metadata { .. } => "internal",
+            TemplateError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// The template volume's name for `digest` (`sha256:<hex>`).
+pub fn volume_name(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("{PREFIX}{}", &hex[..hex.len().min(DIGEST_CHARS)])
+}
+
+fn staging_name(digest: &str) -> String {
+    // Shortened so that the suffix keeps it within the 64-character volume names.
+    let name = volume_name(digest);
+    format!("{}-new", &name[..name.len() - 4])
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub template: Template,
+    /// False when a template of this digest already existed: nothing was written.
+    pub fresh: bool,
+}
+
+/// Imports the archive at `path` (checked against `expected` when given) into a template,
+/// or returns the existing template of the same digest.
+pub fn import_file(
+    storage: &Storage,
+    path: &Path,
+    expected: Option<&str>,
+    limits: &Limits,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Imported, TemplateError> {
+    let open = || {
+        File::open(path).map_err(|source| TemplateError::Source {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let digest = archive::digest_of(open()?).map_err(|source| TemplateError::Source {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(want) = expected {
+        if !want.eq_ignore_ascii_case(&digest) {
+            return Err(ImportError::DigestMismatch {
+                what: path.display().to_string(),
+                expected: want.to_string(),
+                actual: digest,
+            }
+            .into());
+        }
+    }
+    if let Some(existing) = find(storage, &digest)? {
+        return Ok(Imported {
+            template: existing,
+            fresh: false,
+        });
+    }
+    let staging = staging_name(&digest);
+    if storage.find(&staging)?.is_some() {
+        storage.delete(&staging)?; // left by an import that crashed
+    }
+    let size = open()?
+        .metadata()
+        .map(|m| m.len().saturating_mul(4))
+        .unwrap_or(0)
+        .max(MIN_THIN_SIZE);
+    let volume = storage.create(&staging, size)?;
+    let result = fill(&volume, open()?, &digest, path, limits, progress);
+    let template = match result {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = storage.delete(&staging);
+            return Err(e);
+        }
+    };
+    let name = volume_name(&digest);
+    let snapshot = storage.snapshot(&staging, &name, true);
+    let _ = storage.delete(&staging);
+    let snapshot = snapshot?;
+    Ok(Imported {
+        template: Template {
+            name,
+            path: snapshot.path,
+            ..template
+        },
+        fresh: true,
+    })
+}
+
+/// Imports into the staging volume and writes the metadata file.
+fn fill(
+    volume: &Volume,
+    reader: File,
+    digest: &str,
+    source: &Path,
+    limits: &Limits,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Template, TemplateError> {
+    // A fresh ext4 thin volume holds lost+found; the import wants an empty directory.
+    let _ = std::fs::remove_dir(volume.path.join("lost+found"));
+    let imported = archive::import(reader, &volume.path, limits, Some(digest), progress)?;
+    let template = Template {
+        digest: imported.digest,
+        name: volume.name.clone(),
+        path: volume.path.clone(),
+        kind: match imported.kind {
+            Kind::Bundle => "bundle",
+            Kind::ImageLayout => "image",
+        }
+        .to_string(),
+        files: imported.files,
+        bytes: imported.bytes,
+        source: source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let meta = serde_json::to_vec_pretty(&template).map_err(|e| TemplateError::Metadata {
+        name: template.name.clone(),
+        what: "encode",
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(volume.path.join(METADATA), meta).map_err(|source| TemplateError::Metadata {
+        name: template.name.clone(),
+        what: "write tessera-template.json",
+        source,
+    })?;
+    Ok(template)
+}
+
+/// Every template on the data disk.
+pub fn list(storage: &Storage) -> Result<Vec<Template>, TemplateError> {
+    let mut out = Vec::new();
+    for v in storage.list()? {
+        if v.name.starts_with(PREFIX) && v.readonly {
+            if let Some(t) = read_metadata(&v) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The template of `digest`, if imported.
+pub fn find(storage: &Storage, digest: &str) -> Result<Option<Template>, TemplateError> {
+    match storage.find(&volume_name(digest))? {
+        Some(v) if v.readonly => Ok(read_metadata(&v)),
+        _ => Ok(None),
+    }
+}
+
+/// A template named by its digest, a digest prefix (`sha256:` optional, ≥ 12 hex digits) or
+/// its volume name.
+pub fn resolve(storage: &Storage, reference: &str) -> Result<Template, TemplateError> {
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    let hex = hex.strip_prefix(PREFIX).unwrap_or(hex);
+    let all = list(storage)?;
+    let hits: Vec<&Template> = all
+        .iter()
+        .filter(|t| hex.len() >= 12 && t.digest.trim_start_matches("sha256:").starts_with(hex))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(TemplateError::NotFound(reference.to_string())),
+    }
+}
+
+fn read_metadata(v: &Volume) -> Option<Template> {
+    let bytes = std::fs::read(v.path.join(METADATA)).ok()?;
+    let mut t: Template = serde_json::from_slice(&bytes).ok()?;
+    t.name = v.name.clone();
+    t.path = v.path.clone();
+    Some(t)
+}
+
+/// Deletes a template (its instances are snapshots of their own and stay usable on Btrfs;
+/// the agent refuses while instances use it).
+pub fn delete(storage: &Storage, template: &Template) -> Result<(), TemplateError> {
+    storage.delete(&template.name).map_err(TemplateError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_volume_names_and_the_staging_name_differs() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let name = volume_name(&digest);
+        assert_eq!(name, format!("tpl-{}", "ab".repeat(24)));
+        assert!(name.len() <= 64);
+        let staging = staging_name(&digest);
+        assert!(staging.len() <= 64 && staging.ends_with("-new") && staging != name);
+    }
+}
