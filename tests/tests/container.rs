@@ -145,6 +145,14 @@ fn run_two_instances(backend: &str, storage: &str) {
             ),
         );
     }
+    // Both have ended and the agent has forwarded their output (its stderr events are
+    // warnings, mirrored on the console, which must not land in the middle of a reply below).
+    for name in ["a", "b"] {
+        exited(&vm, name);
+        sh_until(&vm, "tessera logs container", SETTLE, |out| {
+            out.contains(&format!("oops container={name}"))
+        });
+    }
     for (name, word) in [("a", "alpha"), ("b", "beta")] {
         let list = exited(&vm, name);
         let row = list

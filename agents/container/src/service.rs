@@ -80,6 +80,9 @@ pub struct Agent {
     /// Why containers cannot run here (no data disk), if so.
     unavailable: Mutex<Option<String>>,
     watches: Mutex<BTreeMap<String, Watch>>,
+    /// The containers' records as last read from the data disk: the supervision loop reads
+    /// these every tick instead of asking the storage service to list its volumes each time.
+    records: Mutex<BTreeMap<String, Record>>,
     /// One change at a time: name checks and changes must not interleave.
     changes: Mutex<()>,
 }
@@ -171,6 +174,7 @@ impl Agent {
             cgroup_parent,
             unavailable: Mutex::new(None),
             watches: Mutex::new(BTreeMap::new()),
+            records: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
         }
     }
@@ -234,7 +238,7 @@ impl Agent {
             }
             Request::Templates {} => Ok(json!({"templates": templates::list(&self.storage)?})),
             Request::List {} => {
-                let all = instances::list(&self.storage)?;
+                let all = self.reload_records()?;
                 let rows: Vec<Value> = all.iter().map(|r| self.describe(r, false)).collect();
                 Ok(json!({"containers": rows}))
             }
@@ -285,6 +289,7 @@ impl Agent {
                 }
                 instances::delete(&self.storage, &record)?;
                 lock(&self.watches).remove(&name);
+                lock(&self.records).remove(&name);
                 log("info", "container deleted", json!({"container": name}));
                 Ok(json!({"ok": true}))
             }
@@ -331,6 +336,7 @@ impl Agent {
                 },
             )?
         };
+        lock(&self.records).insert(record.name.clone(), record.clone());
         log(
             "info",
             "container created",
@@ -454,10 +460,7 @@ impl Agent {
 
     /// One pass of supervision: log state changes and output, restart by policy.
     pub fn supervise_once(&self) {
-        let records = match instances::list(&self.storage) {
-            Ok(r) => r,
-            Err(_) => return,
-        };
+        let records: Vec<Record> = lock(&self.records).values().cloned().collect();
         for record in records {
             let dir = self.state_dir(&record.name);
             let state = runtime::state(&dir).ok();
@@ -508,9 +511,16 @@ impl Agent {
         }
     }
 
+    /// Reads every container's record from the data disk into the cache, and returns them.
+    pub fn reload_records(&self) -> Result<Vec<Record>, InstanceError> {
+        let all = instances::list(&self.storage)?;
+        *lock(&self.records) = all.iter().map(|r| (r.name.clone(), r.clone())).collect();
+        Ok(all)
+    }
+
     /// Stops every running container (node shutdown): in parallel, each with the default grace.
     pub fn stop_all(&self) {
-        let records = instances::list(&self.storage).unwrap_or_default();
+        let records: Vec<Record> = lock(&self.records).values().cloned().collect();
         let dirs: Vec<(String, PathBuf)> = records
             .iter()
             .map(|r| {
@@ -695,9 +705,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let status = match &reason {
         None => {
-            let n = instances::list(&agent.storage)
-                .map(|l| l.len())
-                .unwrap_or(0);
+            let n = agent.reload_records().map(|l| l.len()).unwrap_or(0);
             log(
                 "info",
                 "containers available",
