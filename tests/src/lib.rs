@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
+pub mod bundle;
 pub mod ca;
+pub mod curl;
 pub mod privnet;
 
 pub use privnet::PrivateNet;

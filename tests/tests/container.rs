@@ -10,64 +10,14 @@
 #[path = "../../agents/userdata/tests/common/mod.rs"]
 mod userdata_helpers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+use tessera_e2e::bundle::busybox_bundle;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
 use userdata_helpers::fat_image;
 
 const SETTLE: Duration = Duration::from_secs(120);
-
-/// A bundle tar: busybox and its applets as rootfs/, config.json from the default spec.
-fn bundle(dir: &Path) -> PathBuf {
-    let root = dir.join("bundle");
-    let rootfs = root.join("rootfs");
-    for d in ["bin", "proc", "dev", "sys", "etc", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-        .expect("/bin/busybox (Debian's busybox-static, installed by scripts/install-deps.sh)");
-    for applet in [
-        "sh", "echo", "cat", "ps", "hostname", "ls", "sleep", "true", "id",
-    ] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    let mut spec = tessera_container::spec::default_spec();
-    if let Some(p) = spec.process_mut() {
-        p.set_args(Some(vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "echo default".into(),
-        ]));
-    }
-    if let Some(r) = spec.root_mut() {
-        r.set_readonly(Some(false));
-    }
-    std::fs::write(
-        root.join("config.json"),
-        serde_json::to_vec_pretty(&spec).unwrap(),
-    )
-    .unwrap();
-    let tar = dir.join("bundle.tar");
-    host(
-        "tar",
-        &[
-            "-C",
-            root.to_str().unwrap(),
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "-cf",
-            tar.to_str().unwrap(),
-            "config.json",
-            "rootfs",
-        ],
-    );
-    let len = std::fs::metadata(&tar).unwrap().len();
-    assert_eq!(len % 512, 0, "a tar is whole 512-byte blocks");
-    tar
-}
 
 fn boot_node(name: &str, dir: &Path, storage: Option<&str>) -> Vm {
     let doc = match storage {
@@ -86,7 +36,7 @@ fn boot_node(name: &str, dir: &Path, storage: Option<&str>) -> Vm {
         "qemu-img",
         &["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "3G"],
     );
-    let tar = bundle(dir);
+    let tar = busybox_bundle(dir);
     let vm = boot_with_disks(
         &default_image(),
         BootMode::Kernel,
@@ -145,8 +95,7 @@ fn run_two_instances(backend: &str, storage: &str) {
             ),
         );
     }
-    // Both have ended and the agent has forwarded their output (its stderr events are
-    // warnings, mirrored on the console, which must not land in the middle of a reply below).
+    // Both have ended and the agent has forwarded their output (stderr included).
     for name in ["a", "b"] {
         exited(&vm, name);
         sh_until(&vm, "tessera logs container", SETTLE, |out| {

@@ -4,52 +4,15 @@
 //! (`tessera ca init` writes admin.pem/admin.key): status, /metrics (parsed by the
 //! `prometheus-parse` crate), mark-unavailable, and a client without a certificate refused.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tessera_e2e::ca::HostCa;
+use tessera_e2e::curl::Curl;
 use tessera_e2e::*;
 use tessera_qemu::BootMode;
 
 const NODE: &str = "node1.example";
 const NAME: &str = "node.node1.example";
-
-struct Curl {
-    port: u16,
-    state: std::path::PathBuf,
-}
-
-impl Curl {
-    /// `curl` against https://node.node1.example:<port><path>, resolved to 127.0.0.1, the CA
-    /// pinned; `with_cert` adds the operator certificate.
-    fn run(&self, with_cert: bool, extra: &[&str], path: &str) -> Output {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "20", "--resolve"])
-            .arg(format!("{NAME}:{}:127.0.0.1", self.port))
-            .arg("--cacert")
-            .arg(self.state.join("ca.pem"));
-        if with_cert {
-            cmd.arg("--cert")
-                .arg(self.state.join("admin.pem"))
-                .arg("--key")
-                .arg(self.state.join("admin.key"));
-        }
-        cmd.args(extra)
-            .arg(format!("https://{NAME}:{}{path}", self.port))
-            .output()
-            .expect("run curl")
-    }
-
-    fn ok(&self, extra: &[&str], path: &str) -> String {
-        let out = self.run(true, extra, path);
-        assert!(
-            out.status.success(),
-            "curl {path} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -89,6 +52,7 @@ fn the_node_api_renews_its_certificate_before_it_expires() {
     let curl = Curl {
         port,
         state: ca.state.clone(),
+        name: NAME.into(),
     };
     first_answer(&curl, &vm);
     let first = sh(&vm, "tessera logs node | grep 'node identity obtained'");
@@ -145,6 +109,7 @@ fn the_node_api_serves_status_metrics_and_lifecycle_to_an_operator_over_mtls() {
     let curl = Curl {
         port,
         state: ca.state.clone(),
+        name: NAME.into(),
     };
 
     let status = first_answer(&curl, &vm);
@@ -310,6 +275,7 @@ fn a_refused_identity_is_given_up_at_once_and_reported_with_its_reason() {
     let curl = Curl {
         port,
         state: ca.state.clone(),
+        name: NAME.into(),
     };
     first_answer(&curl, &vm);
     let services = json(&curl.ok(&[], "/v1/services"));

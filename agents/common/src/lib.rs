@@ -14,3 +14,4 @@ pub mod log;
 pub mod notify;
 pub mod paths;
 pub mod restart;
+pub mod size;

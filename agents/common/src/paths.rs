@@ -20,6 +20,8 @@ pub const CONTROL_SOCKET_ENV: &str = "TESSERA_CONTROL";
 /// The cgroup v2 mount point and the sub-tree PID 1 puts services in.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub const CGROUP_SERVICES: &str = "/sys/fs/cgroup/services";
+/// The container agent's API socket (root only): the console CLI and the node API use it.
+pub const CONTAINER_SOCKET: &str = "/run/tessera/container.sock";
 /// The multi-call binary inside the image.
 pub const TESSERA_BIN: &str = "/sbin/tessera";
 

@@ -1,17 +1,15 @@
 //! `tessera container …`: the console's commands. Everything goes through the agent's socket
 //! but `import`, which runs the same import (`templates::import_file`) in the CLI's own
-//! process so that it can show progress, and `logs`, which reads the container's log file.
+//! process so that it can show progress.
 
-use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::archive::Limits;
-use crate::service::{SOCKET, STATE_ROOT};
+use crate::service::SOCKET;
 use crate::storage::Storage;
 use crate::templates;
 
@@ -112,16 +110,8 @@ fn call(request: Value) -> anyhow::Result<Value> {
 }
 
 fn parse_bytes(s: &str) -> anyhow::Result<i64> {
-    let (digits, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1i64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: i64 = digits
-        .parse()
-        .with_context(|| format!("{s:?} is not a size; use bytes or K/M/G (e.g. 64M)"))?;
-    Ok(n.saturating_mul(mult))
+    let n = tessera_common::size::parse_size(s).map_err(anyhow::Error::msg)?;
+    i64::try_from(n).map_err(|_| anyhow::anyhow!("size {s:?} is out of range"))
 }
 
 /// Runs a `tessera container` command.
@@ -299,55 +289,35 @@ fn import(file: &Path, sha256: Option<&str>, allow_setuid: bool) -> anyhow::Resu
 }
 
 fn logs(name: &str, follow: bool, json: bool) -> anyhow::Result<()> {
-    crate::instances::check_name(name)?;
-    let dir = Path::new(STATE_ROOT).join(name);
-    let path = crate::runtime::log_path(&dir);
-    let print = |line: &str| {
+    let print = |v: &Value| {
         if json {
-            println!("{}", line.trim_end());
+            println!("{v}");
             return;
         }
-        let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
         match (
             v["time"].as_str(),
             v["stream"].as_str(),
             v["message"].as_str(),
         ) {
             (Some(t), Some(s), Some(m)) => println!("{} {s}: {m}", t.get(11..23).unwrap_or(t)),
-            _ => println!("{}", line.trim_end()),
+            _ => println!("{v}"),
         }
     };
-    let rotated = path.with_extension("jsonl.1");
-    if let Ok(f) = std::fs::File::open(&rotated) {
-        std::io::BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| print(&l));
-    }
-    let mut file = std::fs::File::open(&path).with_context(|| {
-        format!("no log for container {name} at {}: has it been started (`tessera container start {name}`)?", path.display())
-    })?;
-    let mut offset = 0u64;
+    let mut offset: Option<u64> = None;
     loop {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len < offset {
-            file = std::fs::File::open(&path)?;
-            offset = 0;
+        let v = call(json!({"op": "logs", "name": name, "offset": offset}))?;
+        if offset.is_none() && v["started"] == false && !follow {
+            anyhow::bail!("container {name} has no log yet: has it been started (`tessera container start {name}`)?");
         }
-        file.seek(SeekFrom::Start(offset))?;
-        let mut reader = std::io::BufReader::new(&file);
-        let mut line = String::new();
-        while reader.read_line(&mut line)? > 0 && line.ends_with('\n') {
-            offset += line.len() as u64;
-            print(&line);
-            line.clear();
-        }
-        if !follow {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        if !dir.exists() {
-            return Ok(());
+        let lines = v["lines"].as_array().cloned().unwrap_or_default();
+        lines.iter().for_each(print);
+        offset = Some(v["offset"].as_u64().unwrap_or(0));
+        if lines.is_empty() {
+            // Drained: done, unless following a container that still runs.
+            if !follow || v["running"] != true {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod declared;
 pub mod image;
 pub mod instances;
 pub mod protocol;
@@ -27,4 +28,5 @@ pub mod runtime;
 pub mod service;
 pub mod spec;
 pub mod storage;
+mod supervise;
 pub mod templates;

@@ -12,6 +12,7 @@
 //! | `{"op":"stop","name":"web","grace_ms":5000}` | the container, stopped |
 //! | `{"op":"kill","name":"web","signal":"SIGKILL"}` | `{"ok":true}` |
 //! | `{"op":"delete","name":"web","force":bool}` | `{"ok":true}` |
+//! | `{"op":"logs","name":"web","offset":N,"tail":N}` | `{"lines":[event…],"offset":N,"running":bool}`: from `offset` (none: the whole log, or its last `tail` lines); ask again with the offset to follow |
 //!
 //! Errors: `{"error":CODE,"reason":…}`: bad_request, not_found, exists, wrong_state,
 //! unavailable (no data disk: the reason says why), the import refusals of
@@ -74,6 +75,13 @@ pub enum Request {
     },
     Inspect {
         name: String,
+    },
+    Logs {
+        name: String,
+        #[serde(default)]
+        offset: Option<u64>,
+        #[serde(default)]
+        tail: Option<usize>,
     },
 }
 

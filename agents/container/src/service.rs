@@ -10,7 +10,6 @@
 //! directories (`/run/tessera/containers/<name>`) and their records on the data disk.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,17 +17,19 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tessera_common::api_error::ApiError;
 use tessera_common::log::print_event as log;
-use tessera_common::restart::{Backoff, Decision, Intensity, RestartTracker};
+use tessera_common::restart::{Backoff, Intensity};
+use tessera_userdata::defaults::USERDATA_FILE;
 
 use crate::archive::Limits;
 use crate::instances::{self, InstanceError, New, Record, RestartPolicy};
 use crate::protocol::{self, Request};
 use crate::runtime::{self, CreateOptions, Exit, NetMode, RuntimeError, Signal, Status};
 use crate::storage::Storage;
+use crate::supervise::Watch;
 use crate::templates::{self, TemplateError};
 
 /// The API socket.
-pub const SOCKET: &str = "/run/tessera/container.sock";
+pub const SOCKET: &str = tessera_common::paths::CONTAINER_SOCKET;
 /// The containers' state directories.
 pub const STATE_ROOT: &str = "/run/tessera/containers";
 /// Each container's cgroup is `<this>/<name>` (beside PID 1's `services/`).
@@ -36,55 +37,32 @@ pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/containers";
 /// How long a stop waits before SIGKILL, unless the request says.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// Restarts of a container: like a service's default intensity and backoff.
-const INTENSITY: Intensity = Intensity {
+pub(crate) const INTENSITY: Intensity = Intensity {
     max_restarts: 5,
     period: Duration::from_secs(10),
 };
-const BACKOFF: Backoff = Backoff {
+pub(crate) const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(100),
     max: Duration::from_secs(5),
 };
+/// Log bytes in one `logs` reply (a follower asks again at once while there is more).
+const LOGS_PER_REPLY: usize = 256 * 1024;
 const TICK: Duration = Duration::from_millis(200);
 
-/// What the supervision loop knows of one container.
-struct Watch {
-    tracker: RestartTracker,
-    /// Stopped by an operator, or given up: not restarted.
-    held: bool,
-    restart_at: Option<Instant>,
-    restarts: u32,
-    /// Last status reported, to log changes once.
-    last: String,
-    log_offset: u64,
-}
-
-impl Watch {
-    fn new() -> Watch {
-        Watch {
-            tracker: RestartTracker::new(INTENSITY, BACKOFF),
-            held: false,
-            restart_at: None,
-            restarts: 0,
-            last: String::new(),
-            log_offset: 0,
-        }
-    }
-}
-
 pub struct Agent {
-    storage: Storage,
+    pub(crate) storage: Storage,
     /// The tessera binary, which runs the shims (`tessera container shim`).
-    shim: PathBuf,
-    state_root: PathBuf,
-    cgroup_parent: Option<PathBuf>,
+    pub(crate) shim: PathBuf,
+    pub(crate) state_root: PathBuf,
+    pub(crate) cgroup_parent: Option<PathBuf>,
     /// Why containers cannot run here (no data disk), if so.
-    unavailable: Mutex<Option<String>>,
-    watches: Mutex<BTreeMap<String, Watch>>,
+    pub(crate) unavailable: Mutex<Option<String>>,
+    pub(crate) watches: Mutex<BTreeMap<String, Watch>>,
     /// The containers' records as last read from the data disk: the supervision loop reads
     /// these every tick instead of asking the storage service to list its volumes each time.
-    records: Mutex<BTreeMap<String, Record>>,
+    pub(crate) records: Mutex<BTreeMap<String, Record>>,
     /// One change at a time: name checks and changes must not interleave.
-    changes: Mutex<()>,
+    pub(crate) changes: Mutex<()>,
 }
 
 fn api(code: &'static str, reason: impl Into<String>) -> ApiError {
@@ -179,7 +157,7 @@ impl Agent {
         }
     }
 
-    fn state_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn state_dir(&self, name: &str) -> PathBuf {
         self.state_root.join(name)
     }
 
@@ -297,6 +275,10 @@ impl Agent {
                 let record = instances::find(&self.storage, &name)?;
                 Ok(self.describe(&record, true))
             }
+            Request::Logs { name, offset, tail } => {
+                instances::find(&self.storage, &name)?;
+                self.logs(&name, offset, tail)
+            }
         }
     }
 
@@ -403,18 +385,47 @@ impl Agent {
         Ok(())
     }
 
-    fn hold(&self, name: &str) {
+    pub(crate) fn hold(&self, name: &str) {
         let mut watches = lock(&self.watches);
         let w = watches.entry(name.to_string()).or_insert_with(Watch::new);
         w.held = true;
         w.restart_at = None;
     }
 
-    fn release(&self, name: &str) {
+    pub(crate) fn release(&self, name: &str) {
         let mut watches = lock(&self.watches);
         let w = watches.entry(name.to_string()).or_insert_with(Watch::new);
         w.held = false;
+        w.given_up = None;
         w.tracker.reset();
+    }
+
+    /// The container's log from `offset`: each line a log event object.
+    fn logs(
+        &self,
+        name: &str,
+        offset: Option<u64>,
+        tail: Option<usize>,
+    ) -> Result<Value, ApiError> {
+        let dir = self.state_dir(name);
+        let chunk = runtime::logs::read(&dir, offset, tail, LOGS_PER_REPLY)
+            .map_err(|e| api("internal", format!("reading the log of {name}: {e}")))?;
+        let lines: Vec<Value> = chunk
+            .lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| json!({"message": l})))
+            .collect();
+        let running = runtime::state(&dir)
+            .map(|s| {
+                matches!(
+                    s.status,
+                    Status::Running | Status::Created | Status::Creating
+                )
+            })
+            .unwrap_or(false);
+        Ok(
+            json!({"lines": lines, "offset": chunk.offset, "running": running, "started": dir.exists()}),
+        )
     }
 
     /// A container as `list` and `inspect` show it.
@@ -432,13 +443,19 @@ impl Agent {
                 s.init_pid,
             ),
         };
-        let restarts = lock(&self.watches)
+        let (restarts, given_up) = lock(&self.watches)
             .get(&record.name)
-            .map(|w| w.restarts)
-            .unwrap_or(0);
+            .map(|w| (w.restarts, w.given_up.clone()))
+            .unwrap_or((0, None));
+        // A container whose restarts were given up is failed, not merely exited.
+        let status = match (&given_up, status.as_str()) {
+            (Some(_), "exited") => "failed".to_string(),
+            _ => status,
+        };
         let mut v = json!({
             "name": record.name, "template": record.template, "state": status, "exit": exit,
             "pid": pid, "restart": record.restart, "restarts": restarts, "net": record.net,
+            "declared": record.declared, "given_up": given_up,
         });
         if full {
             v["record"] = serde_json::to_value(record).unwrap_or(Value::Null);
@@ -458,176 +475,15 @@ impl Agent {
         v
     }
 
-    /// One pass of supervision: log state changes and output, restart by policy.
-    pub fn supervise_once(&self) {
-        let records: Vec<Record> = lock(&self.records).values().cloned().collect();
-        for record in records {
-            let dir = self.state_dir(&record.name);
-            let state = runtime::state(&dir).ok();
-            let due = {
-                let mut watches = lock(&self.watches);
-                let w = watches
-                    .entry(record.name.clone())
-                    .or_insert_with(Watch::new);
-                forward_logs(&record.name, &dir, w);
-                let word = state
-                    .as_ref()
-                    .map(|s| status_word(&s.status))
-                    .unwrap_or("stopped");
-                if word != w.last {
-                    if let Some(Status::Stopped(exit)) = state.as_ref().map(|s| &s.status) {
-                        log(
-                            "info",
-                            "container exited",
-                            json!({"container": record.name, "exit": exit.to_string()}),
-                        );
-                    } else if let Some(Status::Lost { init_alive }) =
-                        state.as_ref().map(|s| &s.status)
-                    {
-                        log(
-                            "warn",
-                            "container lost its shim",
-                            json!({"container": record.name, "init_alive": init_alive}),
-                        );
-                    }
-                    w.last = word.to_string();
-                }
-                decide_restart(&record, state.as_ref().map(|s| &s.status), w)
-            };
-            if due {
-                match self.launch(&record) {
-                    Ok(()) => {
-                        if let Some(w) = lock(&self.watches).get_mut(&record.name) {
-                            w.restarts += 1;
-                        }
-                    }
-                    Err(e) => log(
-                        "error",
-                        "container restart failed",
-                        json!({"container": record.name, "error": e.reason}),
-                    ),
-                }
-            }
-        }
-    }
-
     /// Reads every container's record from the data disk into the cache, and returns them.
     pub fn reload_records(&self) -> Result<Vec<Record>, InstanceError> {
         let all = instances::list(&self.storage)?;
         *lock(&self.records) = all.iter().map(|r| (r.name.clone(), r.clone())).collect();
         Ok(all)
     }
-
-    /// Stops every running container (node shutdown): in parallel, each with the default grace.
-    pub fn stop_all(&self) {
-        let records: Vec<Record> = lock(&self.records).values().cloned().collect();
-        let dirs: Vec<(String, PathBuf)> = records
-            .iter()
-            .map(|r| {
-                self.hold(&r.name);
-                (r.name.clone(), self.state_dir(&r.name))
-            })
-            .filter(|(_, d)| d.exists())
-            .collect();
-        std::thread::scope(|s| {
-            for (name, dir) in &dirs {
-                s.spawn(move || {
-                    if let Ok(exit) = runtime::stop(dir, DEFAULT_GRACE) {
-                        log(
-                            "info",
-                            "container stopped for shutdown",
-                            json!({"container": name, "exit": exit.to_string()}),
-                        );
-                    }
-                });
-            }
-        });
-    }
 }
 
-/// Whether a stopped container is due for its restart now (scheduling it when it just ended).
-fn decide_restart(record: &Record, status: Option<&Status>, w: &mut Watch) -> bool {
-    if w.held || record.restart == RestartPolicy::No {
-        return false;
-    }
-    let failed = match status {
-        Some(Status::Stopped(Exit::Code(0))) => false,
-        Some(Status::Stopped(_)) | Some(Status::Lost { init_alive: false }) => true,
-        _ => return false,
-    };
-    if !failed && record.restart == RestartPolicy::OnFailure {
-        return false;
-    }
-    let now = Instant::now();
-    match w.restart_at {
-        Some(at) => {
-            if now >= at {
-                w.restart_at = None;
-                return true;
-            }
-            false
-        }
-        None => {
-            match w.tracker.decide(now) {
-                Decision::RestartAfter(delay) => {
-                    log(
-                        "warn",
-                        "restarting container",
-                        json!({"container": record.name, "delay_ms": delay.as_millis() as u64, "restarts": w.restarts + 1}),
-                    );
-                    w.restart_at = Some(now + delay);
-                }
-                Decision::GiveUp { restarts, period } => {
-                    log(
-                        "error",
-                        "container failed; giving up",
-                        json!({"container": record.name, "reason": format!("restart intensity exceeded: {restarts} restarts within {}", humantime::format_duration(period))}),
-                    );
-                    w.held = true;
-                }
-            }
-            false
-        }
-    }
-}
-
-/// New lines of the container's log.jsonl as log events under the container's name.
-fn forward_logs(name: &str, dir: &Path, w: &mut Watch) {
-    let path = runtime::log_path(dir);
-    let Ok(mut file) = std::fs::File::open(&path) else {
-        return;
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < w.log_offset {
-        w.log_offset = 0; // rotated
-    }
-    if len == w.log_offset || file.seek(SeekFrom::Start(w.log_offset)).is_err() {
-        return;
-    }
-    let mut reader = std::io::BufReader::new(file);
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if !line.ends_with('\n') {
-            break; // the rest comes next time
-        }
-        w.log_offset += line.len() as u64;
-        let v: Value = serde_json::from_str(line.trim_end()).unwrap_or(Value::Null);
-        let level = if v["stream"] == "stderr" {
-            "warn"
-        } else {
-            "info"
-        };
-        let message = v["message"].as_str().unwrap_or(line.trim_end());
-        log(
-            level,
-            message,
-            json!({"container": name, "stream": v["stream"]}),
-        );
-        line.clear();
-    }
-}
-
-fn status_word(s: &Status) -> &'static str {
+pub(crate) fn status_word(s: &Status) -> &'static str {
     match s {
         Status::Creating => "creating",
         Status::Created => "created",
@@ -659,7 +515,7 @@ fn parse_signal(s: &str) -> Result<Signal, ApiError> {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -668,6 +524,49 @@ fn cgroup_parent() -> Option<PathBuf> {
     Path::new("/sys/fs/cgroup/cgroup.controllers")
         .exists()
         .then(|| PathBuf::from(CGROUP_PARENT))
+}
+
+/// Brings the user-data's `[[containers]]` about in the background (a fetch may wait for the
+/// network), retrying what is not met yet with backoff.
+fn spawn_declared(agent: &Arc<Agent>, unavailable: Option<&str>) -> std::io::Result<()> {
+    let declared = match crate::declared::load(Path::new(USERDATA_FILE)) {
+        Ok(d) => d,
+        Err(e) => {
+            log("error", "declared containers not read", json!({"error": e}));
+            return Ok(());
+        }
+    };
+    if declared.is_empty() {
+        return Ok(());
+    }
+    if let Some(why) = unavailable {
+        log(
+            "error",
+            "containers declared in user-data cannot run",
+            json!({"containers": declared.len(), "reason": format!("{why}; give the node a data disk ([storage] in user-data)")}),
+        );
+        return Ok(());
+    }
+    let agent = agent.clone();
+    std::thread::Builder::new()
+        .name("container-declared".into())
+        .spawn(move || {
+            let mut delay = crate::declared::RETRY.initial;
+            loop {
+                let pending = agent.reconcile_declared(&declared);
+                if pending.is_empty() {
+                    log(
+                        "info",
+                        "declared containers in place",
+                        json!({"containers": declared.len()}),
+                    );
+                    return;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(crate::declared::RETRY.max);
+            }
+        })?;
+    Ok(())
 }
 
 /// `tessera agent container`.
@@ -728,6 +627,7 @@ pub fn run() -> anyhow::Result<()> {
             }
             std::thread::sleep(TICK);
         })?;
+    spawn_declared(&agent, reason.as_deref())?;
     let signal = mask.wait()?;
     log(
         "info",

@@ -99,6 +99,8 @@ pub enum HttpError {
     Malformed { url: String, reason: String },
     #[error("{url}: response body larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    #[error("{url}: writing the body: {source}")]
+    Sink { url: String, source: io::Error },
 }
 
 impl HttpError {
@@ -148,6 +150,16 @@ pub fn request(
     headers: &[(&str, &str)],
     limits: Limits,
 ) -> Result<Response, HttpError> {
+    connect(method, url, headers, limits)?.read_response(limits.max_body)
+}
+
+/// Connects and sends the request head (an empty body).
+fn connect(
+    method: &str,
+    url: &HttpUrl,
+    headers: &[(&str, &str)],
+    limits: Limits,
+) -> Result<Conn, HttpError> {
     let shown = url.to_string();
     let mut head = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tessera-userdata\r\nAccept: */*\r\nConnection: close\r\n",
@@ -210,7 +222,56 @@ pub fn request(
         url: shown,
     };
     conn.write_all(head.as_bytes())?;
-    conn.read_response(limits.max_body)
+    Ok(conn)
+}
+
+/// What [`download`] got: the status, and how many body bytes went into the sink (none
+/// unless the status is 200).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub status: u16,
+    pub reason: String,
+    pub bytes: u64,
+}
+
+/// GETs `url` and writes a 200 response's body into `sink` as it arrives (at most
+/// `limits.max_body` bytes), so that a large file never sits in memory. Other statuses leave
+/// the sink untouched.
+pub fn download(
+    url: &HttpUrl,
+    sink: &mut dyn Write,
+    limits: Limits,
+) -> Result<Download, HttpError> {
+    let mut conn = connect("GET", url, &[], limits)?;
+    let (status, reason, headers) = conn.read_head()?;
+    let mut download = Download {
+        status,
+        reason,
+        bytes: 0,
+    };
+    if status == 200 {
+        let mut counted = Counted { inner: sink, n: 0 };
+        conn.read_body(&headers, limits.max_body, &mut counted)?;
+        download.bytes = counted.n;
+    }
+    Ok(download)
+}
+
+/// A sink that counts what passes through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct Conn {
@@ -310,21 +371,50 @@ impl Conn {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<Vec<u8>, HttpError> {
-        while self.buf.len() - self.pos < n {
-            if !self.fill()? {
-                return Err(self.malformed(format!(
-                    "body cut short: {} of {n} bytes",
-                    self.buf.len() - self.pos
-                )));
+    /// Moves the next `n` body bytes into `sink`, a buffer at a time.
+    fn copy(&mut self, mut n: usize, sink: &mut dyn Write) -> Result<(), HttpError> {
+        let wanted = n;
+        while n > 0 {
+            if self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+                if !self.fill()? {
+                    return Err(
+                        self.malformed(format!("body cut short: {} of {wanted} bytes", wanted - n))
+                    );
+                }
             }
+            let k = n.min(self.buf.len() - self.pos);
+            self.sink(sink, k)?;
+            n -= k;
         }
-        let out = self.buf[self.pos..self.pos + n].to_vec();
-        self.pos += n;
-        Ok(out)
+        Ok(())
+    }
+
+    /// Writes the next `k` buffered bytes into `sink`.
+    fn sink(&mut self, sink: &mut dyn Write, k: usize) -> Result<(), HttpError> {
+        let r = sink.write_all(&self.buf[self.pos..self.pos + k]);
+        r.map_err(|source| HttpError::Sink {
+            url: self.url.clone(),
+            source,
+        })?;
+        self.pos += k;
+        Ok(())
     }
 
     fn read_response(&mut self, max_body: usize) -> Result<Response, HttpError> {
+        let (status, reason, headers) = self.read_head()?;
+        let mut body = Vec::new();
+        self.read_body(&headers, max_body, &mut body)?;
+        Ok(Response {
+            status,
+            reason,
+            headers,
+            body,
+        })
+    }
+
+    fn read_head(&mut self) -> Result<(u16, String, Vec<(String, String)>), HttpError> {
         let status_line = self.line(MAX_HEAD)?;
         let (status, reason) = parse_status_line(&status_line).ok_or_else(|| {
             let shown: String = status_line.chars().take(40).collect();
@@ -346,20 +436,30 @@ impl Conn {
                 .ok_or_else(|| self.malformed("header line without ':'"))?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        let mut response = Response {
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
+        Ok((status, reason, headers))
+    }
+
+    /// The body (chunked, by Content-Length, or to the end of the stream) into `sink`.
+    fn read_body(
+        &mut self,
+        headers: &[(String, String)],
+        max_body: usize,
+        sink: &mut dyn Write,
+    ) -> Result<(), HttpError> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
         };
         let too_large = |url: &str| HttpError::TooLarge {
             url: url.to_string(),
             limit: max_body,
         };
-        let chunked = response
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if chunked {
+            let mut total = 0usize;
             loop {
                 let size_line = self.line(1024)?;
                 let hex = size_line.split(';').next().unwrap_or_default().trim();
@@ -369,32 +469,40 @@ impl Conn {
                     while !self.line(MAX_HEAD)?.is_empty() {}
                     break;
                 }
-                if response.body.len() + size > max_body {
+                total = total.saturating_add(size);
+                if total > max_body {
                     return Err(too_large(&self.url));
                 }
-                let data = self.take(size)?;
-                response.body.extend_from_slice(&data);
+                self.copy(size, sink)?;
                 if !self.line(2)?.is_empty() {
                     return Err(self.malformed("chunk not followed by CRLF"));
                 }
             }
-        } else if let Some(len) = response.header("content-length") {
+        } else if let Some(len) = header("content-length") {
             let len: usize = len
                 .parse()
                 .map_err(|_| self.malformed(format!("bad Content-Length {len:?}")))?;
             if len > max_body {
                 return Err(too_large(&self.url));
             }
-            response.body = self.take(len)?;
+            self.copy(len, sink)?;
         } else {
-            while self.fill()? {
-                if self.buf.len() - self.pos > max_body {
+            let mut total = 0usize;
+            loop {
+                let k = self.buf.len() - self.pos;
+                total += k;
+                if total > max_body {
                     return Err(too_large(&self.url));
                 }
+                self.sink(sink, k)?;
+                self.buf.clear();
+                self.pos = 0;
+                if !self.fill()? {
+                    break;
+                }
             }
-            response.body = self.buf[self.pos..].to_vec();
         }
-        Ok(response)
+        Ok(())
     }
 }
 
@@ -490,6 +598,62 @@ mod tests {
         );
         let r = request("GET", &url, &[], limits()).unwrap();
         assert_eq!(r.body, b"abcde");
+    }
+
+    #[test]
+    fn download_streams_a_large_body_into_the_sink_and_leaves_it_untouched_on_an_error_status() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reply =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        reply.extend_from_slice(&body);
+        let (url, _s) = serve_once(Box::leak(reply.into_boxed_slice()));
+        let mut sink = Vec::new();
+        let big = Limits {
+            max_body: 1 << 20,
+            ..limits()
+        };
+        let d = download(&url, &mut sink, big).unwrap();
+        assert_eq!((d.status, d.bytes), (200, body.len() as u64));
+        assert!(sink == body, "the body arrives intact");
+
+        let (url, _s) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop");
+        let mut sink = Vec::new();
+        let d = download(&url, &mut sink, big).unwrap();
+        assert_eq!(
+            (d.status, d.reason.as_str(), d.bytes),
+            (404, "Not Found", 0)
+        );
+        assert!(sink.is_empty());
+
+        // A sink that fails (a full disk) is its own error, not the server's.
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (url, _s) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        let e = download(&url, &mut Full, big).unwrap_err();
+        assert!(
+            matches!(&e, HttpError::Sink { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{e}"
+        );
+        // Past the limit, and cut short.
+        let (url, _s) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\nx");
+        assert!(matches!(
+            download(&url, &mut Vec::new(), limits()),
+            Err(HttpError::TooLarge { .. })
+        ));
+        let (url, _s) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+        let e = download(&url, &mut Vec::new(), limits())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cut short: 3 of 10"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,11 @@
 //! address = "192.168.77.10/24"       # required: the node's address with its prefix length
 //! gateway = "192.168.77.1"           # optional; same family as address
 //! dns = ["192.168.77.1"]             # optional; at most 3
+//!
+//! [[containers]]                     # the declared workload (see `containers`)
+//! name = "web"
+//! image = "http://10.0.2.2:8000/web.tar.zst"   # or a path on the node
+//! sha256 = "sha256:<64 hex>"
 //! ```
 //!
 //! Every section is optional; `version` is not. Unknown keys, wrong types and bad values are
@@ -72,6 +77,9 @@ pub struct Config {
     pub hub: Option<Hub>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// The declared workload (`[[containers]]`); last, as TOML wants arrays of tables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -535,6 +543,8 @@ pub fn finish(doc: Document, overlay: &Overlay) -> Result<Config, ConfigError> {
         }
     };
 
+    let containers = containers::finish(&doc, raw.containers.as_deref().unwrap_or_default())?;
+
     Ok(Config {
         version: SCHEMA_VERSION as u32,
         node,
@@ -544,6 +554,7 @@ pub fn finish(doc: Document, overlay: &Overlay) -> Result<Config, ConfigError> {
         firewall,
         hub,
         network,
+        containers,
     })
 }
 
@@ -562,6 +573,7 @@ impl Config {
             firewall: None,
             hub: None,
             network: None,
+            containers: Vec::new(),
         }
     }
 
@@ -612,6 +624,7 @@ impl Config {
             }
             line("network.dns", list(&n.dns));
         }
+        containers::summary(&self.containers, &mut line);
         out.join("\n") + "\n"
     }
 }
@@ -716,6 +729,10 @@ validated!(SeedValue, String, values::seed);
 validated!(InterfaceValue, String, values::interface);
 validated!(IpValue, IpAddr, values::ip);
 
+// After the macro: the section's module uses it.
+mod containers;
+pub use containers::{Container, ImageSource, Net, Restart};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDoc {
@@ -728,6 +745,7 @@ struct RawDoc {
     firewall: Option<Spanned<RawFirewall>>,
     hub: Option<Spanned<RawHub>>,
     network: Option<Spanned<RawNetwork>>,
+    containers: Option<Vec<Spanned<containers::RawContainer>>>,
 }
 
 #[derive(Debug, Deserialize)]

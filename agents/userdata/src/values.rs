@@ -164,8 +164,16 @@ pub fn host_port(s: &str) -> Result<(String, Option<u16>), String> {
 
 /// `sha256:` followed by 64 hex digits, returned in lower case.
 pub fn fingerprint(s: &str) -> Result<String, String> {
+    sha256_value(s, "(`tessera ca fingerprint` prints it)")
+}
+
+/// `sha256:<64 hex>` of an image or bundle archive (`sha256sum FILE` prints the hex).
+pub fn digest(s: &str) -> Result<String, String> {
+    sha256_value(s, "(`sha256sum FILE` prints the hex digits)")
+}
+
+fn sha256_value(s: &str, hint: &str) -> Result<String, String> {
     const EXPECTED: &str = "expected \"sha256:\" followed by 64 hex digits";
-    const HINT: &str = "(`tessera ca fingerprint` prints it)";
     let Some(hex) = s
         .get(..7)
         .filter(|p| p.eq_ignore_ascii_case("sha256:"))
@@ -177,13 +185,13 @@ pub fn fingerprint(s: &str) -> Result<String, String> {
         if colon_hex {
             return Err(format!("{EXPECTED}; this looks like openssl's colon-separated form: remove the colons and put \"sha256:\" in front"));
         }
-        return Err(format!("{EXPECTED} {HINT}"));
+        return Err(format!("{EXPECTED} {hint}"));
     };
     if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
         return Err(format!("{EXPECTED}; {c:?} is not a hex digit"));
     }
     if hex.len() != 64 {
-        return Err(format!("{EXPECTED}, got {} hex digits {HINT}", hex.len()));
+        return Err(format!("{EXPECTED}, got {} hex digits {hint}", hex.len()));
     }
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
 }

@@ -291,16 +291,8 @@ fn parse_bytes(text: &str) -> Option<String> {
     if text == "max" {
         return Some(text.into());
     }
-    let (digits, mult) = match text.chars().last()? {
-        'K' | 'k' => (&text[..text.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&text[..text.len() - 1], 1 << 20),
-        'G' | 'g' => (&text[..text.len() - 1], 1 << 30),
-        _ => (text, 1),
-    };
-    let n: u64 = digits.parse().ok()?;
-    (n > 0)
-        .then(|| n.checked_mul(mult))
-        .flatten()
+    tessera_common::size::parse_size(text)
+        .ok()
         .map(|b| b.to_string())
 }
 

@@ -81,6 +81,65 @@ impl Lines {
     }
 }
 
+/// Lines of a container's log as [`read`] returns them, and where the next read starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Whole lines, without `\n`.
+    pub lines: Vec<String>,
+    /// Offset in `log.jsonl` after the last line returned.
+    pub offset: u64,
+}
+
+/// Reads the log in `dir` from `offset` (None: from the beginning, the rotated file first),
+/// whole lines up to about `max_bytes`; `tail` keeps only the last N lines of a first read.
+/// An offset past the end means the file was rotated or begun anew: it starts over at 0.
+/// No log yet reads as nothing.
+pub fn read(
+    dir: &Path,
+    offset: Option<u64>,
+    tail: Option<usize>,
+    max_bytes: usize,
+) -> io::Result<Chunk> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let path = dir.join(LOG_FILE);
+    let mut lines = Vec::new();
+    if offset.is_none() {
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        if let Ok(text) = std::fs::read_to_string(&old) {
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Chunk { lines, offset: 0 }),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut at = offset.unwrap_or(0);
+    if at > len {
+        at = 0;
+    }
+    file.seek(SeekFrom::Start(at))?;
+    let mut reader = io::BufReader::new(file);
+    let mut line = String::new();
+    let mut taken = 0usize;
+    while (tail.is_some() || taken < max_bytes) && reader.read_line(&mut line)? > 0 {
+        if !line.ends_with('\n') {
+            break; // being written: the rest comes next time
+        }
+        at += line.len() as u64;
+        taken += line.len();
+        lines.push(line.trim_end_matches('\n').to_string());
+        line.clear();
+    }
+    if let Some(n) = tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    Ok(Chunk { lines, offset: at })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +160,66 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].len(), MAX_LOG_LINE);
         assert_eq!(l.finish().map(|r| r.len()), Some(5));
+    }
+
+    #[test]
+    fn reads_resume_at_their_offset_include_the_rotated_file_first_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read(dir.path(), None, None, 1 << 20).unwrap().lines.len(),
+            0
+        );
+        let line = serde_json::to_vec(&LogEvent::from_service_line(
+            "c1",
+            1,
+            Stream::Stdout,
+            b"line 0",
+        ))
+        .unwrap()
+        .len() as u64
+            + 1;
+        // Four lines to a file: six lines rotate once.
+        let mut log = LogFile::open(dir.path(), 4 * line).unwrap();
+        let event = |i: usize| {
+            LogEvent::from_service_line("c1", 1, Stream::Stdout, format!("line {i}").as_bytes())
+        };
+        for i in 0..6 {
+            log.write(&event(i)).unwrap();
+        }
+        assert!(dir.path().join("log.jsonl.1").exists());
+        let message = |l: &String| serde_json::from_str::<LogEvent>(l).unwrap().message;
+        let all = read(dir.path(), None, None, 1 << 20).unwrap();
+        let seen: Vec<String> = all.lines.iter().map(message).collect();
+        assert_eq!(
+            seen,
+            (0..6).map(|i| format!("line {i}")).collect::<Vec<_>>(),
+            "rotated lines come first"
+        );
+        assert_eq!(
+            read(dir.path(), Some(all.offset), None, 1 << 20)
+                .unwrap()
+                .lines,
+            Vec::<String>::new()
+        );
+        log.write(&event(6)).unwrap();
+        let next = read(dir.path(), Some(all.offset), None, 1 << 20).unwrap();
+        assert_eq!(
+            next.lines.iter().map(message).collect::<Vec<_>>(),
+            vec!["line 6"]
+        );
+        let tail = read(dir.path(), None, Some(2), 1 << 20).unwrap();
+        assert_eq!(
+            tail.lines.iter().map(message).collect::<Vec<_>>(),
+            vec!["line 5", "line 6"]
+        );
+        // A small budget returns whole lines and resumes where it stopped.
+        let first = read(dir.path(), Some(0), None, 1).unwrap();
+        assert_eq!(first.lines.len(), 1);
+        let rest = read(dir.path(), Some(first.offset), None, 1 << 20).unwrap();
+        assert!(!rest.lines.contains(&first.lines[0]));
+        // Past the end (the file was begun anew): from the start.
+        let again = read(dir.path(), Some(1 << 30), None, 1 << 20).unwrap();
+        assert!(!again.lines.is_empty());
     }
 
     #[test]

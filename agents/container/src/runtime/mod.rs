@@ -32,7 +32,7 @@ pub mod capabilities;
 pub mod cgroup;
 mod devices;
 mod init;
-mod logs;
+pub mod logs;
 mod mounts;
 mod namespaces;
 pub mod protocol;

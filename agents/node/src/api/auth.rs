@@ -2,20 +2,25 @@
 //! certificate of the cluster CA (chain and CRL checked); this decides per request:
 //!
 //! - reading (every GET): any certificate of the cluster in the Tessera profile;
-//! - changing the node (every POST: life-cycle, service start/stop/restart): an operator
-//!   certificate (`O=admin`, from `tessera ca init` / `tessera ca admin-cert`) or a
+//! - changing the node (every POST and DELETE: life-cycle, services, volumes, firewall): an
+//!   operator certificate (`O=admin`, from `tessera ca init` / `tessera ca admin-cert`) or a
 //!   certificate whose capabilities list `node` (the node's certificate manager, a cluster
-//!   controller holding that capability).
+//!   controller holding that capability);
+//! - changing containers (`/v1/containers`, `/v1/templates`): an operator certificate or one
+//!   whose capabilities list `container` (a workload scheduler).
 
 use tessera_identity::profile::PeerIdentity;
 
 /// The capability that lets a non-operator certificate change a node.
 pub const NODE_CAPABILITY: &str = "node";
+/// The capability that lets a non-operator certificate change the node's containers.
+pub const CONTAINER_CAPABILITY: &str = "container";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
-    Change,
+    /// A change, allowed to operators and holders of this capability.
+    Change(&'static str),
 }
 
 /// Why a request is refused (HTTP 403), or Ok.
@@ -25,9 +30,11 @@ pub fn authorize(peer: Option<&PeerIdentity>, access: Access) -> Result<(), Stri
     };
     match access {
         Access::Read => Ok(()),
-        Access::Change if peer.is_admin() || peer.has_capability(NODE_CAPABILITY) => Ok(()),
-        Access::Change => Err(format!(
-            "{} (O={}) may read but not change this node: changes need an operator certificate (`tessera ca admin-cert`) or one with the `{NODE_CAPABILITY}` capability",
+        Access::Change(capability) if peer.is_admin() || peer.has_capability(capability) => {
+            Ok(())
+        }
+        Access::Change(capability) => Err(format!(
+            "{} (O={}) may read but not change this: changes need an operator certificate (`tessera ca admin-cert`) or one with the `{capability}` capability",
             peer.dns_name(),
             peer.subsystem
         )),
@@ -62,9 +69,10 @@ mod tests {
 
     #[test]
     fn operators_and_node_capability_holders_may_change_the_node() {
-        assert_eq!(authorize(Some(&peer("admin", &[])), Access::Change), Ok(()));
+        let node = Access::Change(NODE_CAPABILITY);
+        assert_eq!(authorize(Some(&peer("admin", &[])), node), Ok(()));
         assert_eq!(
-            authorize(Some(&peer("certmgr", &["node", "hub"])), Access::Change),
+            authorize(Some(&peer("certmgr", &["node", "hub"])), node),
             Ok(())
         );
     }
@@ -73,8 +81,20 @@ mod tests {
     fn other_cluster_members_may_only_read() {
         let hub = peer("hub", &["container"]);
         assert_eq!(authorize(Some(&hub), Access::Read), Ok(()));
-        let why = authorize(Some(&hub), Access::Change).unwrap_err();
+        let why = authorize(Some(&hub), Access::Change(NODE_CAPABILITY)).unwrap_err();
         assert!(why.contains("admin-cert") && why.contains("O=hub"), "{why}");
+    }
+
+    #[test]
+    fn containers_change_with_the_container_capability_only() {
+        let containers = Access::Change(CONTAINER_CAPABILITY);
+        assert_eq!(authorize(Some(&peer("admin", &[])), containers), Ok(()));
+        assert_eq!(
+            authorize(Some(&peer("sched", &["container"])), containers),
+            Ok(())
+        );
+        let why = authorize(Some(&peer("certmgr", &["node", "hub"])), containers).unwrap_err();
+        assert!(why.contains("`container` capability"), "{why}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod containers;
 pub mod node;
 pub mod routes;
 pub mod server;

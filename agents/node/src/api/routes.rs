@@ -14,6 +14,7 @@
 //! | `GET /v1/firewall` | read | cluster networks, exposures and the table in force (`tessera firewall show`) |
 //! | `POST /v1/firewall/exposures` `{"port":8080,"protocol":"tcp","scope":"cluster","owner":…}` | change | the exposures, once the new ruleset is in force |
 //! | `DELETE /v1/firewall/exposures/{tcp\|udp}/{port}` | change | `{"ok":true,"removed":bool}` |
+//! | `/v1/containers`, `/v1/templates` | read / change (`container`) | see `containers` |
 //!
 //! Volume errors keep the storage service's reason: 400 bad name or request, 404 no such
 //! volume, 409 exists, 507 no space left on the data disk, 503 no data disk (or refused).
@@ -30,6 +31,7 @@ use tessera_common::control::{self, Reply, ServiceAction};
 use tessera_identity::profile::PeerIdentity;
 
 use super::auth::{self, Access};
+use super::containers;
 use super::node::Node;
 use crate::lifecycle::Event;
 use crate::metrics::format::CONTENT_TYPE;
@@ -40,11 +42,11 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Request bodies are small JSON objects.
 pub const MAX_BODY: usize = 16 * 1024;
 
-fn full(b: impl Into<Bytes>) -> Body {
+pub(super) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-fn reply(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
+pub(super) fn reply(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
     if let Ok(v) = content_type.parse() {
@@ -64,7 +66,7 @@ pub fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Respo
     json_reply(status, &json!({"error": code, "reason": reason.into()}))
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
     tokio::task::spawn_blocking(f)
@@ -80,10 +82,13 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
-    let access = if method == Method::POST || method == Method::DELETE {
-        Access::Change
-    } else {
-        Access::Read
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let access = match (&method, segments.as_slice()) {
+        (&Method::POST | &Method::DELETE, ["v1", "containers" | "templates", ..]) => {
+            Access::Change(auth::CONTAINER_CAPABILITY)
+        }
+        (&Method::POST | &Method::DELETE, _) => Access::Change(auth::NODE_CAPABILITY),
+        _ => Access::Read,
     };
     if let Err(why) = auth::authorize(peer.as_deref(), access) {
         log(
@@ -93,7 +98,6 @@ pub async fn handle(
         );
         return error(StatusCode::FORBIDDEN, "forbidden", why);
     }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "status"]) => status(&node).await,
         (&Method::POST, ["v1", "lifecycle"]) => lifecycle(&node, peer.as_deref(), req).await,
@@ -110,10 +114,19 @@ pub async fn handle(
         (&Method::GET, ["v1", "firewall"]) => proxy(FIREWALL, json!({"op": "show"})).await,
         (&Method::POST, ["v1", "firewall", "exposures"]) => expose(req).await,
         (&Method::DELETE, ["v1", "firewall", "exposures", protocol, port]) => unexpose(protocol, port).await,
-        (_, ["v1", "status" | "lifecycle" | "services" | "logs" | "volumes" | "firewall", ..]) | (_, ["metrics"]) => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}; see the table in the README (Node API)"))),
-        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no {path} here; the node API serves /v1/status, /v1/lifecycle, /v1/services, /v1/logs, /v1/volumes, /v1/firewall and /metrics"))),
+        (_, ["v1", "containers" | "templates", ..]) => containers::route(&method, &segments[1..], &query, req).await,
+        (_, ["v1", "status" | "lifecycle" | "services" | "logs" | "volumes" | "firewall", ..]) | (_, ["metrics"]) => Ok(not_allowed(&method, &path)),
+        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no {path} here; the node API serves /v1/status, /v1/lifecycle, /v1/services, /v1/logs, /v1/volumes, /v1/firewall, /v1/containers, /v1/templates and /metrics"))),
     };
     result.unwrap_or_else(|e| e)
+}
+
+pub fn not_allowed(method: &Method, path: &str) -> Response<Body> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {path}; see the table in the README (Node API)"),
+    )
 }
 
 /// PID 1's status with each service's health merged in.
@@ -158,7 +171,7 @@ async fn status(node: &Arc<Node>) -> Result<Response<Body>, Response<Body>> {
     Ok(json_reply(StatusCode::OK, &body))
 }
 
-async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+pub(super) async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
     let bytes = limited
         .collect()
@@ -273,9 +286,9 @@ pub fn refusal_status(code: &str) -> StatusCode {
         "rejected" => StatusCode::UNPROCESSABLE_ENTITY,
         "bad_request" => StatusCode::BAD_REQUEST,
         "not_found" => StatusCode::NOT_FOUND,
-        "exists" => StatusCode::CONFLICT,
+        "exists" | "wrong_state" => StatusCode::CONFLICT,
         "no_space" => StatusCode::INSUFFICIENT_STORAGE,
-        "no_storage" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "no_storage" | "busy" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "forbidden" => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -283,11 +296,11 @@ pub fn refusal_status(code: &str) -> StatusCode {
 
 /// A local service's socket the node API proxies to, and the code it answers with when the
 /// service cannot be reached.
-struct Local {
-    socket: &'static str,
-    what: &'static str,
-    unreachable: &'static str,
-    timeout: std::time::Duration,
+pub(super) struct Local {
+    pub socket: &'static str,
+    pub what: &'static str,
+    pub unreachable: &'static str,
+    pub timeout: std::time::Duration,
 }
 
 const STORAGE: Local = Local {
@@ -305,7 +318,7 @@ const FIREWALL: Local = Local {
 };
 
 /// Proxies one request to a local service's socket; its refusals keep their code and reason.
-async fn proxy(to: Local, request: Value) -> Result<Response<Body>, Response<Body>> {
+pub(super) async fn proxy(to: Local, request: Value) -> Result<Response<Body>, Response<Body>> {
     let asked = blocking(move || {
         crate::ipc::ask(
             std::path::Path::new(to.socket),

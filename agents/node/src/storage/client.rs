@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::backend::parse_size;
 use super::name::VolumeName;
+use tessera_common::size::parse_size;
 
 /// How long the CLI waits (an LVM volume runs lvcreate and mke2fs under TCG).
 pub const TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,0 +1,385 @@
+//! `[[containers]]`: the node's declared workload. The container agent imports each image
+//! (fetched from `image`, checked against `sha256`), creates the container and keeps it
+//! running by its restart policy, at every boot, with no operator action.
+//!
+//! ```toml
+//! [[containers]]
+//! name = "web"                                 # required; 1-56 of a-z, 0-9, '-'
+//! image = "http://10.0.2.2:8000/web.tar.zst"   # required; http:// URL or a path on the node
+//! sha256 = "sha256:<64 hex>"                   # required; the archive's digest
+//! args = ["/bin/httpd", "-f"]                  # replaces the image's command
+//! env = ["MODE=prod"]                          # KEY=VALUE, replacing the image's
+//! memory_max = "64M"                           # bytes or a size; pids_max = 64; cpu_percent = 50
+//! restart = "always"                           # "no", "on-failure" or "always" (default)
+//! net = "none"                                 # "none" (own namespace, lo only) or "host"
+//! ```
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{ConfigError, Document};
+use crate::http::HttpUrl;
+use crate::values;
+
+/// Most containers one document declares.
+pub const MAX_CONTAINERS: usize = 32;
+/// Largest `cpu_percent` (100 per CPU).
+pub const MAX_CPU_PERCENT: u32 = 100 * 64;
+
+/// One declared container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    pub name: String,
+    /// `http://…` or an absolute path on the node.
+    pub image: String,
+    /// `sha256:<64 hex>`, lower case: the archive's digest and its template's key.
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    pub restart: Restart,
+    pub net: Net,
+}
+
+/// What restarts a declared container when it ends (Docker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    No,
+    OnFailure,
+    /// The default for declared containers: the node keeps its workload running.
+    #[default]
+    Always,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Net {
+    #[default]
+    None,
+    Host,
+}
+
+impl Net {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Net::None => "none",
+            Net::Host => "host",
+        }
+    }
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    Http(HttpUrl),
+    File(std::path::PathBuf),
+}
+
+impl Container {
+    pub fn source(&self) -> ImageSource {
+        match HttpUrl::parse(&self.image) {
+            Ok(url) => ImageSource::Http(url),
+            Err(_) => ImageSource::File(self.image.clone().into()),
+        }
+    }
+}
+
+/// A container name: it names a volume, a cgroup and a state directory on the node.
+pub fn container_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 56
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "bad container name {s:?}: use 1-56 lower-case letters, digits or '-', starting with a letter or digit (e.g. web-1)"
+        ))
+    }
+}
+
+/// `http://host[:port]/path` or an absolute path on the node.
+pub fn image_reference(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        if s.contains('\0') || s.split('/').any(|c| c == "..") {
+            return Err(format!("{s:?}: a path on the node without '..' or NUL"));
+        }
+        return Ok(s.to_string());
+    }
+    HttpUrl::parse(s).map(|_| s.to_string()).map_err(|e| {
+        format!("{e} (or give an absolute path on the node; the archive's sha256 vouches for its bytes)")
+    })
+}
+
+fn plain_string(s: &str) -> Result<String, String> {
+    if s.contains('\0') {
+        return Err("contains a NUL character".into());
+    }
+    Ok(s.to_string())
+}
+
+fn env_entry(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() && !s.contains('\0') => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+validated!(ContainerNameValue, String, container_name);
+validated!(ImageValue, String, image_reference);
+validated!(DigestValue, String, values::digest);
+validated!(ArgValue, String, plain_string);
+validated!(EnvValue, String, env_entry);
+
+/// `memory_max`: bytes (an integer) or a size ("64M").
+#[derive(Debug, Clone)]
+struct SizeValue(u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NumOrText {
+            Num(i64),
+            Text(String),
+        }
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) if n > 0 => Ok(SizeValue(n as u64)),
+            NumOrText::Num(n) => Err(de::Error::custom(format!(
+                "{n} is not a size; give bytes (67108864) or a size (\"64M\")"
+            ))),
+            NumOrText::Text(t) => tessera_common::size::parse_size(&t)
+                .map(SizeValue)
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainer {
+    name: Option<Spanned<ContainerNameValue>>,
+    image: Option<ImageValue>,
+    sha256: Option<DigestValue>,
+    args: Option<Spanned<Vec<ArgValue>>>,
+    #[serde(default)]
+    env: Vec<EnvValue>,
+    memory_max: Option<SizeValue>,
+    pids_max: Option<Spanned<u64>>,
+    cpu_percent: Option<Spanned<u32>>,
+    restart: Option<Restart>,
+    net: Option<Net>,
+}
+
+/// Completes the declared containers: required keys, unique names, bounds.
+pub(super) fn finish(
+    doc: &Document,
+    raw: &[Spanned<RawContainer>],
+) -> Result<Vec<Container>, ConfigError> {
+    let at = |key: String, span: std::ops::Range<usize>, message: String| ConfigError {
+        line: doc.line_col(span),
+        ..ConfigError::new(&key, message)
+    };
+    if raw.len() > MAX_CONTAINERS {
+        return Err(at(
+            "containers".into(),
+            raw[MAX_CONTAINERS].span(),
+            format!(
+                "{} containers declared; at most {MAX_CONTAINERS}",
+                raw.len()
+            ),
+        ));
+    }
+    let mut out: Vec<Container> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let span = c.span();
+        let r = c.get_ref();
+        let key = |k: &str| format!("containers[{i}].{k}");
+        let missing = |k: &str| {
+            at(
+                key(k),
+                span.clone(),
+                "missing in [[containers]]".to_string(),
+            )
+        };
+        let name = r.name.as_ref().ok_or_else(|| missing("name"))?;
+        if out.iter().any(|o| o.name == name.get_ref().0) {
+            return Err(at(
+                key("name"),
+                name.span(),
+                format!(
+                    "{:?} is declared twice; each container needs its own name",
+                    name.get_ref().0
+                ),
+            ));
+        }
+        let image = r.image.as_ref().ok_or_else(|| missing("image"))?;
+        let sha256 = r.sha256.as_ref().ok_or_else(|| missing("sha256"))?;
+        let args = match &r.args {
+            Some(a) if a.get_ref().is_empty() => {
+                return Err(at(
+                    key("args"),
+                    a.span(),
+                    "empty; leave it out to run the image's own command".into(),
+                ))
+            }
+            Some(a) => Some(a.get_ref().iter().map(|v| v.0.clone()).collect()),
+            None => None,
+        };
+        let pids_max = match &r.pids_max {
+            Some(p) if *p.get_ref() == 0 => {
+                return Err(at(
+                    key("pids_max"),
+                    p.span(),
+                    "0 would forbid the container's own process; give at least 1".into(),
+                ))
+            }
+            p => p.as_ref().map(|p| *p.get_ref()),
+        };
+        let cpu_percent = match &r.cpu_percent {
+            Some(p) if *p.get_ref() == 0 || *p.get_ref() > MAX_CPU_PERCENT => {
+                return Err(at(
+                    key("cpu_percent"),
+                    p.span(),
+                    format!(
+                        "{} is out of range; give 1-{MAX_CPU_PERCENT} (100 is one CPU)",
+                        p.get_ref()
+                    ),
+                ))
+            }
+            p => p.as_ref().map(|p| *p.get_ref()),
+        };
+        out.push(Container {
+            name: name.get_ref().0.clone(),
+            image: image.0.clone(),
+            sha256: sha256.0.clone(),
+            args,
+            env: r.env.iter().map(|e| e.0.clone()).collect(),
+            memory_max: r.memory_max.as_ref().map(|m| m.0),
+            pids_max,
+            cpu_percent,
+            restart: r.restart.unwrap_or_default(),
+            net: r.net.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// `containers[i].key = value` lines for [`super::Config::summary`].
+pub(super) fn summary(containers: &[Container], line: &mut dyn FnMut(&str, String)) {
+    for (i, c) in containers.iter().enumerate() {
+        let k = |s: &str| format!("containers[{i}].{s}");
+        line(&k("name"), format!("{:?}", c.name));
+        line(&k("image"), format!("{:?}", c.image));
+        line(&k("sha256"), format!("{:?}", c.sha256));
+        if let Some(a) = &c.args {
+            line(&k("args"), format!("{a:?}"));
+        }
+        if !c.env.is_empty() {
+            line(&k("env"), format!("{} variables", c.env.len()));
+        }
+        if let Some(m) = c.memory_max {
+            line(&k("memory_max"), m.to_string());
+        }
+        if let Some(p) = c.pids_max {
+            line(&k("pids_max"), p.to_string());
+        }
+        if let Some(p) = c.cpu_percent {
+            line(&k("cpu_percent"), p.to_string());
+        }
+        line(&k("restart"), format!("{:?}", c.restart.as_str()));
+        line(&k("net"), format!("{:?}", c.net.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+
+    const SHA: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn doc(body: &str) -> String {
+        format!("version = 1\n{body}")
+    }
+
+    #[test]
+    fn declared_containers_get_defaults_and_read_back_identically() {
+        let text = doc(&format!(
+            "[[containers]]\nname = \"web\"\nimage = \"http://10.0.2.2:8000/web.tar\"\nsha256 = \"{}\"\nargs = [\"/bin/sh\", \"-c\", \"echo hi\"]\nenv = [\"A=1\"]\nmemory_max = \"64M\"\npids_max = 32\ncpu_percent = 50\n\n[[containers]]\nname = \"db\"\nimage = \"/var/lib/db.tar\"\nsha256 = \"{SHA}\"\nrestart = \"on-failure\"\nnet = \"host\"\n",
+            SHA.to_uppercase().replace("SHA256:", "sha256:")
+        ));
+        let c = parse(text.as_bytes()).unwrap();
+        assert_eq!(c.containers.len(), 2);
+        let web = &c.containers[0];
+        assert_eq!(web.sha256, SHA, "digests are lower-cased");
+        assert_eq!(web.memory_max, Some(64 << 20));
+        assert_eq!(web.restart, super::Restart::Always);
+        assert_eq!(web.net, super::Net::None);
+        assert!(matches!(web.source(), super::ImageSource::Http(_)));
+        assert!(matches!(
+            c.containers[1].source(),
+            super::ImageSource::File(_)
+        ));
+        assert_eq!(c.containers[1].restart, super::Restart::OnFailure);
+        let again = parse(c.to_toml().as_bytes()).unwrap();
+        assert_eq!(c, again);
+        assert!(
+            c.summary().contains("containers[1].net = \"host\""),
+            "{}",
+            c.summary()
+        );
+    }
+
+    #[test]
+    fn bad_containers_are_refused_with_the_key_and_the_fix() {
+        let cases = [
+            ("[[containers]]\nimage = \"/x.tar\"\n", "containers[0].name: missing in [[containers]] (line 2"),
+            (&format!("[[containers]]\nname = \"Web\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\n"), "containers[0].name: bad container name \"Web\""),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\n[[containers]]\nname = \"a\"\nimage = \"/y\"\nsha256 = \"{SHA}\"\n"), "containers[1].name: \"a\" is declared twice"),
+            ("[[containers]]\nname = \"a\"\nimage = \"https://h/x\"\nsha256 = \"sha256:00\"\n", "containers[0].image: \"https://h/x\": https is not supported"),
+            ("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"sha256:00\"\n", "containers[0].sha256: expected \"sha256:\" followed by 64 hex digits, got 2"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nargs = []\n"), "containers[0].args: empty"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nenv = [\"NOEQUALS\"]\n"), "containers[0].env[0]: \"NOEQUALS\" is not KEY=VALUE"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nmemory_max = \"lots\"\n"), "containers[0].memory_max: size \"lots\" is not a number"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\npids_max = 0\n"), "containers[0].pids_max: 0 would forbid"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nrestart = \"sometimes\"\n"), "containers[0].restart: unknown value `sometimes`"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [80]\n"), "containers[0].ports: unknown key `ports`"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/../etc/x\"\nsha256 = \"{SHA}\"\n"), "containers[0].image: \"/../etc/x\": a path on the node"),
+        ];
+        for (body, want) in cases {
+            let e = parse(doc(body).as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{body}\n→ {e}\nwanted {want}");
+        }
+    }
+
+    #[test]
+    fn more_than_the_limit_is_refused() {
+        let one = format!("[[containers]]\nname = \"c\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\n");
+        let many: String = (0..=super::MAX_CONTAINERS)
+            .map(|i| one.replace("\"c\"", &format!("\"c{i}\"")))
+            .collect();
+        let e = parse(doc(&many).as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("at most 32"), "{e}");
+    }
+}
