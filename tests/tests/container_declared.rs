@@ -107,12 +107,11 @@ fn lvm_thin_node_comes_up_with_its_declared_workload_gives_up_a_crash_loop_and_k
         .trim()
         .to_string();
     // The limit of the declaration is the container's.
-    let inspect = sh(&vm, "tessera container inspect ticker");
-    assert!(inspect.contains("\"declared\":true"), "{inspect}");
-    let cgroup = inspect
-        .split("\"cgroup\":\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
+    let inspect: serde_json::Value =
+        serde_json::from_str(sh(&vm, "tessera container inspect ticker").trim()).unwrap();
+    assert_eq!(inspect["declared"], true, "{inspect}");
+    let cgroup = inspect["cgroup"]
+        .as_str()
         .unwrap_or_else(|| panic!("no cgroup in {inspect}"))
         .to_string();
     let max = sh(&vm, &format!("cat {cgroup}/memory.max"));

@@ -243,15 +243,15 @@ pub fn download(
     limits: Limits,
 ) -> Result<Download, HttpError> {
     let mut conn = connect("GET", url, &[], limits)?;
-    let (status, reason, headers) = conn.read_head()?;
+    let head = conn.read_head()?;
     let mut download = Download {
-        status,
-        reason,
+        status: head.status,
+        reason: head.reason.clone(),
         bytes: 0,
     };
-    if status == 200 {
+    if head.status == 200 {
         let mut counted = Counted { inner: sink, n: 0 };
-        conn.read_body(&headers, limits.max_body, &mut counted)?;
+        conn.read_body(&head, limits.max_body, &mut counted)?;
         download.bytes = counted.n;
     }
     Ok(download)
@@ -403,18 +403,15 @@ impl Conn {
     }
 
     fn read_response(&mut self, max_body: usize) -> Result<Response, HttpError> {
-        let (status, reason, headers) = self.read_head()?;
+        let mut response = self.read_head()?;
         let mut body = Vec::new();
-        self.read_body(&headers, max_body, &mut body)?;
-        Ok(Response {
-            status,
-            reason,
-            headers,
-            body,
-        })
+        self.read_body(&response, max_body, &mut body)?;
+        response.body = body;
+        Ok(response)
     }
 
-    fn read_head(&mut self) -> Result<(u16, String, Vec<(String, String)>), HttpError> {
+    /// The status line and headers (the body left empty).
+    fn read_head(&mut self) -> Result<Response, HttpError> {
         let status_line = self.line(MAX_HEAD)?;
         let (status, reason) = parse_status_line(&status_line).ok_or_else(|| {
             let shown: String = status_line.chars().take(40).collect();
@@ -436,22 +433,22 @@ impl Conn {
                 .ok_or_else(|| self.malformed("header line without ':'"))?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        Ok((status, reason, headers))
+        Ok(Response {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        })
     }
 
     /// The body (chunked, by Content-Length, or to the end of the stream) into `sink`.
     fn read_body(
         &mut self,
-        headers: &[(String, String)],
+        head: &Response,
         max_body: usize,
         sink: &mut dyn Write,
     ) -> Result<(), HttpError> {
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| head.header(name);
         let too_large = |url: &str| HttpError::TooLarge {
             url: url.to_string(),
             limit: max_body,

@@ -410,7 +410,14 @@ pub fn delete_force(state_dir: &Path) -> Result<(), RuntimeError> {
 }
 
 fn remove(state_dir: &Path, file: &StateFile) -> Result<(), RuntimeError> {
+    // The shim writes exit.json and then finishes up (its last log lines): removing the
+    // directory while it still writes there would race it (ENOTEMPTY). It exits at once.
+    let deadline = Instant::now() + KILL_TIMEOUT;
     file.shim.reap_if_zombie();
+    while file.shim.liveness() == Liveness::Alive && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+        file.shim.reap_if_zombie();
+    }
     if let Some(dir) = &file.cgroup {
         Cgroup::open(dir.clone())
             .remove()

@@ -57,7 +57,8 @@ pub async fn route(
             proxy(CONTAINER, json!({"op": "inspect", "name": name})).await
         }
         (&Method::DELETE, ["containers", name]) => {
-            let force = flag(query, "force")?;
+            let force = flag(query, "force")
+                .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e))?;
             proxy(
                 CONTAINER,
                 json!({"op": "delete", "name": name, "force": force}),
@@ -117,16 +118,12 @@ async fn action_request(name: &str, action: &str, req: Request<Incoming>) -> Rep
 }
 
 /// `name=1` (or `true`, or bare) in the query.
-fn flag(query: &str, name: &str) -> Result<bool, Response<Body>> {
+fn flag(query: &str, name: &str) -> Result<bool, String> {
     let mut on = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k != name {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("unknown parameter {k:?}; use {name}=1"),
-            ));
+            return Err(format!("unknown parameter {k:?}; use {name}=1"));
         }
         on = matches!(v, "1" | "true" | "");
     }
