@@ -8,7 +8,8 @@
 //!   gone, the workload runs again from the template already on the disk.
 //! - Btrfs, with a CA: an operator certificate drives containers through the node API with
 //!   curl (list, templates, create, start, logs and logs?follow=1, stop, delete); a client
-//!   without a certificate of the cluster gets nothing.
+//!   without a certificate of the cluster gets nothing; after kill -9 of the agent the declared
+//!   container still runs, and the restarted agent reports the same process.
 
 #[path = "../../agents/userdata/tests/common/mod.rs"]
 mod userdata_helpers;
@@ -286,6 +287,25 @@ fn an_operator_drives_containers_through_the_node_api() {
     assert_eq!(code, 404, "{body}");
     let volumes = sh(&vm, "tessera volume list");
     assert!(!volumes.contains("ctr-api"), "{volumes}");
+
+    // kill -9 the agent: the container keeps running, and the agent PID 1 restarts finds it
+    // again and reports it as before.
+    let before = json(&curl.ok(&[], "/v1/containers/hello"));
+    let agent = status_row(&sh(&vm, "tessera status"), "container")[3].clone();
+    sh(&vm, &format!("kill -9 {agent}"));
+    sh_until(&vm, "tessera status", SETTLE, |out| {
+        let row = status_row(out, "container");
+        row[2] == "ready" && row[3] != agent
+    });
+    let after = json(&curl.ok(&[], "/v1/containers/hello"));
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(
+        after["pid"], before["pid"],
+        "the same process: {before} {after}"
+    );
+    assert_eq!(after["restarts"], 0, "{after}");
+    let alive = sh(&vm, &format!("kill -0 {} && echo alive", before["pid"]));
+    assert!(alive.contains("alive"), "{alive}");
 
     // Without a certificate of the cluster: refused at the handshake.
     let out = curl.run(false, &[], "/v1/containers");
