@@ -4,7 +4,8 @@
 //!
 //! - LVM thin: the node comes up with its declared workload and no operator action (fetched,
 //!   imported, created, started); a declared container that crash-loops is given up after its
-//!   intensity while the node and its sibling stay up; after a reboot, with the file server
+//!   intensity while the node and its sibling stay up; `tessera container exec` runs a command
+//!   inside the running one; after a reboot, with the file server
 //!   gone, the workload runs again from the template already on the disk.
 //! - Btrfs, with a CA: an operator certificate drives containers through the node API with
 //!   curl (list, templates, create, start, logs and logs?follow=1, stop, delete); a client
@@ -117,6 +118,23 @@ fn lvm_thin_node_comes_up_with_its_declared_workload_gives_up_a_crash_loop_and_k
         .to_string();
     let max = sh(&vm, &format!("cat {cgroup}/memory.max"));
     assert_eq!(max.trim(), (32u64 << 20).to_string());
+
+    // exec: a command inside the running container, with its exit status.
+    let out = sh(
+        &vm,
+        "tessera container exec ticker -e X=1 -- /bin/sh -c 'echo in $X; ls -d /proc/[0-9]* | wc -l'; echo rc=$?",
+    );
+    assert!(out.contains("in 1"), "{out}");
+    let seen: usize = out
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no process count in {out}"));
+    assert!(seen <= 5, "exec sees the container's processes only: {out}");
+    let out = sh(
+        &vm,
+        "tessera container exec ticker -- /bin/sh -c 'exit 3'; echo rc=$?",
+    );
+    assert!(out.contains("rc=3"), "{out}");
 
     // The crash loop is given up after its intensity; the node and the sibling stay up.
     let crashy = row_until(&vm, "crashy", |l| l.contains("failed"));

@@ -90,6 +90,17 @@ pub enum ContainerCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Run a command in a running container, set up like its own process (namespaces,
+    /// cgroup, root, user, capabilities, seccomp); exits with the command's status.
+    Exec {
+        name: String,
+        /// KEY=VALUE added to the container's environment, repeatable.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
     /// Everything about one container, with its cgroup figures (JSON).
     Inspect {
         name: String,
@@ -250,6 +261,14 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContainerCommand::Logs { name, follow, json } => logs(&name, follow, json),
+        ContainerCommand::Exec { name, env, args } => {
+            crate::instances::check_name(&name)?;
+            // The agent says whether it exists; the exec itself runs in this process.
+            call(json!({"op": "inspect", "name": name}))?;
+            let dir = Path::new(crate::service::STATE_ROOT).join(&name);
+            let code = crate::runtime::exec::exec(&dir, &args, &env)?;
+            std::process::exit(code)
+        }
     }
 }
 

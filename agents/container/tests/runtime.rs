@@ -878,3 +878,86 @@ impl Drop for CgroupScratch {
         let _ = c.remove();
     }
 }
+
+/// `exec` through the test shim binary: a fresh single-threaded process, as the CLI is.
+fn exec_in(f: &Fixture, env: &[&str], cmd: &[&str]) -> std::process::Output {
+    let mut c = Command::new(SHIM);
+    c.arg("exec").arg(&f.state);
+    for e in env {
+        c.args(["-e", e]);
+    }
+    c.arg("--").args(cmd).output().unwrap()
+}
+
+fn status_lines(status: &str, keys: &[&str]) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| keys.iter().any(|k| l.starts_with(&format!("{k}:"))))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn exec_runs_a_command_inside_a_running_container_set_up_like_its_process() {
+    let f = Fixture::new("exec1");
+    let c = f.create(&f.spec(&["sleep", "30"])).unwrap();
+    runtime::start(&f.state).unwrap();
+    let out = exec_in(
+        &f,
+        &["FOO=bar"],
+        &[
+            "sh",
+            "-c",
+            "echo pid $$; hostname; echo foo $FOO; ls -d /proc/[0-9]* | wc -l; cat /proc/self/status",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: u32 = lines[0].strip_prefix("pid ").unwrap().parse().unwrap();
+    assert!(
+        pid > 1 && pid < 10,
+        "a PID of the container's namespace: {text}"
+    );
+    assert_eq!(lines[1], "box-exec1", "its UTS namespace");
+    assert_eq!(lines[2], "foo bar", "the extra environment");
+    let seen: usize = lines[3].trim().parse().unwrap();
+    assert!(seen <= 4, "only the container's processes: {text}");
+    // The same credentials, capabilities, no_new_privs and seccomp mode as the init.
+    let keys = [
+        "Uid",
+        "Gid",
+        "CapBnd",
+        "CapEff",
+        "CapPrm",
+        "NoNewPrivs",
+        "Seccomp",
+    ];
+    let init = std::fs::read_to_string(format!("/proc/{}/status", c.init_pid)).unwrap();
+    assert_eq!(status_lines(&text, &keys), status_lines(&init, &keys));
+    assert!(
+        status_lines(&text, &["Seccomp"]) == ["Seccomp: 2"],
+        "{text}"
+    );
+
+    // The command's exit status comes back; a missing program is a clear failure.
+    assert_eq!(
+        exec_in(&f, &[], &["sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    let missing = exec_in(&f, &[], &["/bin/nope"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/bin/nope"),
+        "{missing:?}"
+    );
+    // Only into a running container.
+    runtime::kill(&f.state, runtime::Signal::SIGKILL).unwrap();
+    runtime::wait(&f.state, WAIT).unwrap();
+    let refused = exec_in(&f, &[], &["true"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("start it first"),
+        "{refused:?}"
+    );
+}

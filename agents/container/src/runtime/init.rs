@@ -20,7 +20,7 @@ use super::namespaces;
 use super::protocol::{self, InitConfig, InitMessage, Origin, RootSwitch, StepError};
 use super::{capabilities, devices, mounts, rlimits, seccomp};
 use nix::errno::Errno;
-use oci_spec::runtime::{Capability, LinuxNamespaceType, Process, User};
+use oci_spec::runtime::{Capability, Linux, LinuxNamespaceType, Process, User};
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
@@ -149,6 +149,35 @@ fn run(
         mounts::readonly_root()?;
     }
 
+    let mut warnings = Vec::new();
+    if root_switch == RootSwitch::MoveChroot && grants_chroot(&process) {
+        warnings.push(
+            "the rootfs was entered with MS_MOVE + chroot (the node root is an initramfs) and process.capabilities grants CAP_SYS_CHROOT: a process holding it can leave the chroot; drop CAP_SYS_CHROOT unless the container needs it"
+                .to_string(),
+        );
+    }
+    become_process(&process, &linux, &mut || {
+        send(
+            report,
+            &InitMessage::Ready {
+                root_switch,
+                warnings: std::mem::take(&mut warnings),
+            },
+        )?;
+        wait_for_start(&fifo)?;
+        send(report, &InitMessage::Starting)
+    })
+}
+
+/// Step 3 and the exec of step 4, for the init and for `exec` in a running container: the
+/// seccomp filter, rlimits, oom_score_adj, identity, capabilities, umask, no_new_privs, cwd,
+/// the program found; then `gate` (the init reports Ready and waits for start), the filter
+/// installed where crun installs it, and execve with exactly `process.env`.
+pub(super) fn become_process(
+    process: &Process,
+    linux: &Linux,
+    gate: &mut dyn FnMut() -> Result<(), StepError>,
+) -> Result<Infallible, StepError> {
     // The filter is compiled while the init is still root; config.json's linux.seccomp, or
     // Docker's default profile for the capabilities the process will hold.
     let filter = match linux.seccomp() {
@@ -196,24 +225,8 @@ fn run(
             "create that directory in the rootfs, readable by process.user, or fix process.cwd",
         )
     })?;
-    let exec = Exec::new(&process)?;
-
-    let mut warnings = Vec::new();
-    if root_switch == RootSwitch::MoveChroot && grants_chroot(&process) {
-        warnings.push(
-            "the rootfs was entered with MS_MOVE + chroot (the node root is an initramfs) and process.capabilities grants CAP_SYS_CHROOT: a process holding it can leave the chroot; drop CAP_SYS_CHROOT unless the container needs it"
-                .to_string(),
-        );
-    }
-    send(
-        report,
-        &InitMessage::Ready {
-            root_switch,
-            warnings,
-        },
-    )?;
-    wait_for_start(&fifo)?;
-    send(report, &InitMessage::Starting)?;
+    let exec = Exec::new(process)?;
+    gate()?;
     if no_new_privs {
         seccomp::install(&filter).map_err(|e| err_io("install the seccomp filter", &e))?;
     }

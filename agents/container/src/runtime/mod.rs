@@ -31,6 +31,7 @@ mod agent;
 pub mod capabilities;
 pub mod cgroup;
 mod devices;
+pub mod exec;
 mod init;
 pub mod logs;
 mod mounts;

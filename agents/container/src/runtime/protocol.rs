@@ -22,6 +22,8 @@ use std::path::PathBuf;
 pub enum Origin {
     Shim,
     ContainerInit,
+    /// `exec` in a running container (the caller's own process).
+    Exec,
 }
 
 impl fmt::Display for Origin {
@@ -29,6 +31,7 @@ impl fmt::Display for Origin {
         f.write_str(match self {
             Origin::Shim => "shim",
             Origin::ContainerInit => "container init",
+            Origin::Exec => "exec",
         })
     }
 }
