@@ -20,7 +20,7 @@ use tessera_userdata::schema::{Container, ImageSource};
 
 use crate::archive::Limits;
 use crate::instances::{self, InstanceError, New, Overrides, Record, RestartPolicy};
-use crate::runtime::{self, Status};
+use crate::runtime;
 use crate::service::{lock, Agent, DEFAULT_GRACE};
 use crate::templates::{self, Template, TemplateError};
 
@@ -155,10 +155,8 @@ impl Agent {
         self.hold(&record.name);
         let dir = self.state_dir(&record.name);
         if dir.exists() {
-            if let Ok(s) = runtime::state(&dir) {
-                if matches!(s.status, Status::Running | Status::Created) {
-                    let _ = runtime::stop(&dir, DEFAULT_GRACE);
-                }
+            if runtime::state(&dir).is_ok_and(|s| s.status.is_live()) {
+                let _ = runtime::stop(&dir, DEFAULT_GRACE);
             }
             runtime::delete_force(&dir).map_err(|e| ApiError::new("internal", e.to_string()))?;
         }

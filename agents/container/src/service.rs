@@ -253,12 +253,7 @@ impl Agent {
                 let dir = self.state_dir(&name);
                 if dir.exists() {
                     let running = runtime::state(&dir)
-                        .map(|s| {
-                            matches!(
-                                s.status,
-                                Status::Running | Status::Created | Status::Creating
-                            )
-                        })
+                        .map(|s| s.status.is_live())
                         .unwrap_or(false);
                     if running && !force {
                         return Err(api("wrong_state", format!("container {name} is running: stop it first (`tessera container stop {name}`) or delete with --force")));
@@ -335,12 +330,7 @@ impl Agent {
         let dir = self.state_dir(&record.name);
         if dir.exists() {
             match runtime::state(&dir) {
-                Ok(s)
-                    if matches!(
-                        s.status,
-                        Status::Running | Status::Created | Status::Creating
-                    ) =>
-                {
+                Ok(s) if s.status.is_live() => {
                     return Err(api(
                         "wrong_state",
                         format!("container {} is already {}", record.name, s.status),
@@ -416,12 +406,7 @@ impl Agent {
             .map(|l| serde_json::from_str(l).unwrap_or_else(|_| json!({"message": l})))
             .collect();
         let running = runtime::state(&dir)
-            .map(|s| {
-                matches!(
-                    s.status,
-                    Status::Running | Status::Created | Status::Creating
-                )
-            })
+            .map(|s| s.status.is_live())
             .unwrap_or(false);
         Ok(
             json!({"lines": lines, "offset": chunk.offset, "running": running, "started": dir.exists()}),

@@ -128,6 +128,13 @@ pub enum Status {
     },
 }
 
+impl Status {
+    /// Being set up, set up, or running: its processes exist under its shim.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Status::Creating | Status::Created | Status::Running)
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

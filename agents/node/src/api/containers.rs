@@ -26,7 +26,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::routes::{error, not_allowed, proxy, read_json, reply, Body, Local};
+use super::routes::{body_with_op, error, not_allowed, proxy, read_json, reply, Body, Local};
 
 const CONTAINER: Local = Local {
     socket: tessera_common::paths::CONTAINER_SOCKET,
@@ -80,16 +80,8 @@ pub async fn route(
 
 /// `POST /v1/containers`: the body is the create request without `op`.
 async fn create(req: Request<Incoming>) -> Reply {
-    let mut body = read_json(req).await?;
-    let Value::Object(fields) = &mut body else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "send a JSON object: {\"name\":\"web\",\"template\":\"<digest>\",\"start\":true}",
-        ));
-    };
-    fields.insert("op".into(), json!("create"));
-    proxy(CONTAINER, body).await
+    let example = r#"{"name":"web","template":"<digest>","start":true}"#;
+    proxy(CONTAINER, body_with_op(req, "create", example).await?).await
 }
 
 /// start, stop (`grace_ms`) and kill (`signal`), with an optional JSON body.

@@ -347,18 +347,29 @@ async fn volumes(request: Value) -> Result<Response<Body>, Response<Body>> {
     proxy(STORAGE, request).await
 }
 
-/// `POST /v1/firewall/exposures` `{"port":8080,"protocol":"tcp","scope":"cluster","owner":…}`.
-async fn expose(req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+/// The request body, a JSON object, with `"op"` set: what a local service is asked. Anything
+/// else is refused with `example` of what to send.
+pub(super) async fn body_with_op(
+    req: Request<Incoming>,
+    op: &str,
+    example: &str,
+) -> Result<Value, Response<Body>> {
     let mut body = read_json(req).await?;
     let Value::Object(fields) = &mut body else {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "send a JSON object: {\"port\":8080,\"protocol\":\"tcp\",\"scope\":\"cluster\",\"owner\":\"web\"}",
+            format!("send a JSON object: {example}"),
         ));
     };
-    fields.insert("op".into(), json!("expose"));
-    proxy(FIREWALL, body).await
+    fields.insert("op".into(), json!(op));
+    Ok(body)
+}
+
+/// `POST /v1/firewall/exposures` `{"port":8080,"protocol":"tcp","scope":"cluster","owner":…}`.
+async fn expose(req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+    let example = r#"{"port":8080,"protocol":"tcp","scope":"cluster","owner":"web"}"#;
+    proxy(FIREWALL, body_with_op(req, "expose", example).await?).await
 }
 
 /// `DELETE /v1/firewall/exposures/{tcp|udp}/{port}`.
