@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod control;
 pub mod ipc;
 pub mod log;
+pub mod names;
 pub mod notify;
 pub mod paths;
 pub mod restart;

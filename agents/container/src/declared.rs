@@ -150,20 +150,14 @@ impl Agent {
         Ok(record)
     }
 
-    /// Stops (if running) and deletes a container and its instance.
+    /// Stops (gracefully, if running) and deletes a container and its instance.
     fn remove(&self, record: &Record) -> Result<(), ApiError> {
         self.hold(&record.name);
         let dir = self.state_dir(&record.name);
-        if dir.exists() {
-            if runtime::state(&dir).is_ok_and(|s| s.status.is_live()) {
-                let _ = runtime::stop(&dir, DEFAULT_GRACE);
-            }
-            runtime::delete_force(&dir).map_err(|e| ApiError::new("internal", e.to_string()))?;
+        if runtime::state(&dir).is_ok_and(|s| s.status.is_live()) {
+            let _ = runtime::stop(&dir, DEFAULT_GRACE);
         }
-        instances::delete(&self.storage, record)?;
-        lock(&self.watches).remove(&record.name);
-        lock(&self.records).remove(&record.name);
-        Ok(())
+        self.discard(record)
     }
 
     /// Declared containers no longer in the document are stopped and deleted.

@@ -116,13 +116,7 @@ impl InstanceError {
 
 /// Checks a container name: it names a volume (`ctr-<name>`), a cgroup and a state directory.
 pub fn check_name(name: &str) -> Result<(), InstanceError> {
-    let ok = !name.is_empty()
-        && name.len() <= 56
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
+    if tessera_common::names::is_container_name(name) {
         Ok(())
     } else {
         Err(InstanceError::BadName(name.chars().take(80).collect()))
@@ -208,13 +202,8 @@ pub fn apply(spec: &mut Spec, record: &Record) -> Result<(), InstanceError> {
         }
         if !o.env.is_empty() {
             let mut env = process.env().clone().unwrap_or_default();
-            for kv in &o.env {
-                let Some((key, _)) = kv.split_once('=') else {
-                    return Err(InstanceError::Bad(format!("env {kv:?} is not KEY=VALUE")));
-                };
-                env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
-                env.push(kv.clone());
-            }
+            spec::merge_env(&mut env, &o.env)
+                .map_err(|kv| InstanceError::Bad(format!("env {kv:?} is not KEY=VALUE")))?;
             process.set_env(Some(env));
         }
     }

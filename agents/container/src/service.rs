@@ -250,19 +250,12 @@ impl Agent {
                 let _g = lock(&self.changes);
                 let record = instances::find(&self.storage, &name)?;
                 self.hold(&name);
-                let dir = self.state_dir(&name);
-                if dir.exists() {
-                    let running = runtime::state(&dir)
-                        .map(|s| s.status.is_live())
-                        .unwrap_or(false);
-                    if running && !force {
-                        return Err(api("wrong_state", format!("container {name} is running: stop it first (`tessera container stop {name}`) or delete with --force")));
-                    }
-                    runtime::delete_force(&dir).map_err(runtime_error)?;
+                let running =
+                    runtime::state(&self.state_dir(&name)).is_ok_and(|s| s.status.is_live());
+                if running && !force {
+                    return Err(api("wrong_state", format!("container {name} is running: stop it first (`tessera container stop {name}`) or delete with --force")));
                 }
-                instances::delete(&self.storage, &record)?;
-                lock(&self.watches).remove(&name);
-                lock(&self.records).remove(&name);
+                self.discard(&record)?;
                 log("info", "container deleted", json!({"container": name}));
                 Ok(json!({"ok": true}))
             }
@@ -271,7 +264,11 @@ impl Agent {
                 Ok(self.describe(&record, true))
             }
             Request::Logs { name, offset, tail } => {
-                instances::find(&self.storage, &name)?;
+                // A follower asks every few hundred ms: the cache answers, not the storage
+                // service (every container this agent knows is in it).
+                if !lock(&self.records).contains_key(&name) {
+                    instances::find(&self.storage, &name)?;
+                }
                 self.logs(&name, offset, tail)
             }
         }
@@ -372,6 +369,20 @@ impl Agent {
             "container started",
             json!({"container": record.name, "pid": created.init_pid, "shim_pid": created.shim_pid}),
         );
+        Ok(())
+    }
+
+    /// Removes a container whatever its state (its processes, state directory, instance
+    /// volume) and forgets it. Callers decide first whether it may go, and how gently.
+    pub(crate) fn discard(&self, record: &Record) -> Result<(), ApiError> {
+        self.hold(&record.name);
+        let dir = self.state_dir(&record.name);
+        if dir.exists() {
+            runtime::delete_force(&dir).map_err(runtime_error)?;
+        }
+        instances::delete(&self.storage, record)?;
+        lock(&self.watches).remove(&record.name);
+        lock(&self.records).remove(&record.name);
         Ok(())
     }
 

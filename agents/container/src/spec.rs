@@ -191,6 +191,19 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Sets `KEY=VALUE` variables in `env`, each replacing a variable of the same name; the
+/// first entry without `=` is returned as the error.
+pub fn merge_env(env: &mut Vec<String>, vars: &[String]) -> Result<(), String> {
+    for kv in vars {
+        let Some((key, _)) = kv.split_once('=') else {
+            return Err(kv.clone());
+        };
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+        env.push(kv.clone());
+    }
+    Ok(())
+}
+
 /// The spec `runc spec` writes, with these differences (oci_spec's `Spec::default()` is the
 /// base; where it differs from runc, runc wins):
 /// - `terminal` false: Tessera's containers are services, their stdio goes to the log;

@@ -3,7 +3,6 @@
 //! by its restart policy, with the intensity and backoff of services; node shutdown stops
 //! them all.
 
-use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -177,33 +176,20 @@ fn decide_restart(record: &Record, status: Option<&Status>, w: &mut Watch) -> bo
 
 /// New lines of the container's log.jsonl as log events under the container's name.
 fn forward_logs(name: &str, dir: &Path, w: &mut Watch) {
-    let path = runtime::log_path(dir);
-    let Ok(mut file) = std::fs::File::open(&path) else {
+    let Ok(chunk) = runtime::logs::read(dir, Some(w.log_offset), None, runtime::LOG_LIMIT as usize)
+    else {
         return;
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < w.log_offset {
-        w.log_offset = 0; // rotated
-    }
-    if len == w.log_offset || file.seek(SeekFrom::Start(w.log_offset)).is_err() {
-        return;
-    }
-    let mut reader = std::io::BufReader::new(file);
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if !line.ends_with('\n') {
-            break; // the rest comes next time
-        }
-        w.log_offset += line.len() as u64;
-        let v: Value = serde_json::from_str(line.trim_end()).unwrap_or(Value::Null);
+    w.log_offset = chunk.offset;
+    for line in &chunk.lines {
+        let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
         // Both streams at info: a container's stderr is its own business, and warnings are
         // mirrored on the console, where a chatty container would bury the node's own.
-        let message = v["message"].as_str().unwrap_or(line.trim_end());
+        let message = v["message"].as_str().unwrap_or(line);
         log(
             "info",
             message,
             json!({"container": name, "stream": v["stream"]}),
         );
-        line.clear();
     }
 }

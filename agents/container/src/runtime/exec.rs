@@ -51,8 +51,7 @@ pub fn exec(state_dir: &Path, args: &[String], env: &[String]) -> Result<i32, Ru
             ),
         ));
     }
-    let mut spec =
-        spec::load(&st.bundle).map_err(|e| step_error("read config.json", e.to_string()))?;
+    let spec = spec::load(&st.bundle).map_err(|e| step_error("read config.json", e.to_string()))?;
     let mut process = spec.process().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(step_error(
@@ -62,13 +61,9 @@ pub fn exec(state_dir: &Path, args: &[String], env: &[String]) -> Result<i32, Ru
     }
     process.set_args(Some(args.to_vec()));
     let mut vars = process.env().clone().unwrap_or_default();
-    for e in env {
-        let key = e.split('=').next().unwrap_or_default();
-        vars.retain(|v| v.split('=').next() != Some(key));
-        vars.push(e.clone());
-    }
+    spec::merge_env(&mut vars, env)
+        .map_err(|kv| step_error("read the environment", format!("{kv:?} is not KEY=VALUE")))?;
     process.set_env(Some(vars));
-    spec.set_process(Some(process.clone()));
     let linux = spec.linux().clone().unwrap_or_default();
 
     // Everything of the container is opened before the first setns: afterwards /proc and

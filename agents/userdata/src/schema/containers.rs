@@ -105,12 +105,7 @@ impl Container {
 
 /// A container name: it names a volume, a cgroup and a state directory on the node.
 pub fn container_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 56
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-');
-    if ok {
+    if tessera_common::names::is_container_name(s) {
         Ok(s.to_string())
     } else {
         Err(format!(
