@@ -17,16 +17,17 @@
 //! Refusals keep the agent's code: 400 bad_request, 404 not_found, 409 exists or wrong_state,
 //! 503 unavailable (no data disk: the reason says why) or no_containers (agent down).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::routes::{body_with_op, error, not_allowed, proxy, read_json, reply, Body, Local};
+use super::routes::{
+    ask_local, body_with_op, error, full, ndjson_stream, not_allowed, proxy, read_json, reply,
+    Body, Local, NDJSON,
+};
 
 const CONTAINER: Local = Local {
     socket: tessera_common::paths::CONTAINER_SOCKET,
@@ -143,19 +144,13 @@ pub fn logs_query(query: &str) -> Result<(bool, Option<usize>), String> {
 }
 
 /// Asks the agent for the output after `offset`.
-async fn logs_chunk(name: String, offset: Option<u64>, tail: Option<usize>) -> Reply {
+async fn logs_chunk(
+    name: String,
+    offset: Option<u64>,
+    tail: Option<usize>,
+) -> Result<Value, Response<Body>> {
     let request = json!({"op": "logs", "name": name, "offset": offset, "tail": tail});
-    proxy(CONTAINER, request).await
-}
-
-async fn chunk_json(r: Response<Body>) -> Value {
-    let bytes = r
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    ask_local(CONTAINER, request).await
 }
 
 fn lines_of(v: &Value) -> Bytes {
@@ -172,14 +167,9 @@ async fn logs(name: &str, query: &str) -> Reply {
     let (follow, tail) =
         logs_query(query).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e))?;
     // The first chunk answers errors (no such container, agent down) with a status.
-    let first = chunk_json(logs_chunk(name.to_string(), None, tail).await?).await;
-    let ndjson = "application/x-ndjson";
+    let first = logs_chunk(name.to_string(), None, tail).await?;
     if !follow {
-        return Ok(reply(
-            StatusCode::OK,
-            ndjson,
-            super::routes::full(lines_of(&first)),
-        ));
+        return Ok(reply(StatusCode::OK, NDJSON, full(lines_of(&first))));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let name = name.to_string();
@@ -199,21 +189,12 @@ async fn logs(name: &str, query: &str) -> Reply {
             }
             let offset = v["offset"].as_u64();
             v = match logs_chunk(name.clone(), offset, None).await {
-                Ok(r) => chunk_json(r).await,
+                Ok(v) => v,
                 Err(_) => return, // deleted, or the agent went away: the stream ends
             };
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-    });
-    Ok(reply(
-        StatusCode::OK,
-        ndjson,
-        BodyExt::boxed(StreamBody::new(stream)),
-    ))
+    Ok(ndjson_stream(rx))
 }
 
 #[cfg(test)]

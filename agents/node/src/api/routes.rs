@@ -39,6 +39,9 @@ use crate::net::service::log;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// The content type of JSON-lines replies (logs).
+pub const NDJSON: &str = "application/x-ndjson";
+
 /// Request bodies are small JSON objects.
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -317,8 +320,8 @@ const FIREWALL: Local = Local {
     timeout: crate::firewall::client::TIMEOUT,
 };
 
-/// Proxies one request to a local service's socket; its refusals keep their code and reason.
-pub(super) async fn proxy(to: Local, request: Value) -> Result<Response<Body>, Response<Body>> {
+/// Asks a local service; its refusals keep their code and reason as an HTTP error.
+pub(super) async fn ask_local(to: Local, request: Value) -> Result<Value, Response<Body>> {
     let asked = blocking(move || {
         crate::ipc::ask(
             std::path::Path::new(to.socket),
@@ -329,7 +332,7 @@ pub(super) async fn proxy(to: Local, request: Value) -> Result<Response<Body>, R
     })
     .await?;
     match asked {
-        Ok(Ok(v)) => Ok(json_reply(StatusCode::OK, &v)),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(refused)) => Err(error(
             refusal_status(&refused.code),
             &refused.code,
@@ -341,6 +344,27 @@ pub(super) async fn proxy(to: Local, request: Value) -> Result<Response<Body>, R
             format!("{e:#}"),
         )),
     }
+}
+
+/// Proxies one request to a local service's socket: its reply as the response body.
+pub(super) async fn proxy(to: Local, request: Value) -> Result<Response<Body>, Response<Body>> {
+    ask_local(to, request)
+        .await
+        .map(|v| json_reply(StatusCode::OK, &v))
+}
+
+/// A JSON-lines response fed by `rx` as the lines come; it ends when the sender is dropped.
+pub(super) fn ndjson_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    reply(
+        StatusCode::OK,
+        NDJSON,
+        BodyExt::boxed(StreamBody::new(stream)),
+    )
 }
 
 async fn volumes(request: Value) -> Result<Response<Body>, Response<Body>> {
@@ -462,16 +486,7 @@ async fn logs(node: &Arc<Node>, query: &str) -> Result<Response<Body>, Response<
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-    });
-    Ok(reply(
-        StatusCode::OK,
-        "application/x-ndjson",
-        BodyExt::boxed(StreamBody::new(stream)),
-    ))
+    Ok(ndjson_stream(rx))
 }
 
 #[cfg(test)]
