@@ -218,6 +218,16 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// An empty qcow2 data disk of `size` (`3G`) in `dir`, as `data.qcow2`.
+pub fn data_disk(dir: &Path, size: &str) -> PathBuf {
+    let disk = dir.join("data.qcow2");
+    host(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), size],
+    );
+    disk
+}
+
 /// Runs a host program; fails the test with its output if it fails.
 pub fn host(program: &str, args: &[&str]) {
     let out = std::process::Command::new(program)

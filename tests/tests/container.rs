@@ -15,7 +15,7 @@ use std::time::Duration;
 use tessera_e2e::bundle::busybox_bundle;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
-use userdata_helpers::fat_image;
+use userdata_helpers::nocloud_seed;
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -24,18 +24,8 @@ fn boot_node(name: &str, dir: &Path, storage: Option<&str>) -> Vm {
         Some(s) => format!("version = 1\n\n[storage]\n{s}"),
         None => "version = 1\n".to_string(),
     };
-    let seed = fat_image(
-        dir,
-        "seed.img",
-        2,
-        &["-n", "CIDATA"],
-        &[("user-data", doc.as_bytes()), ("meta-data", b"")],
-    );
-    let data = dir.join("data.qcow2");
-    host(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "3G"],
-    );
+    let seed = nocloud_seed(dir, &doc);
+    let data = data_disk(dir, "3G");
     let tar = busybox_bundle(dir);
     let vm = boot_with_disks(
         &default_image(),

@@ -15,7 +15,6 @@
 #[path = "../../agents/userdata/tests/common/mod.rs"]
 mod userdata_helpers;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -24,28 +23,9 @@ use tessera_e2e::ca::HostCa;
 use tessera_e2e::curl::Curl;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
-use userdata_helpers::fat_image;
+use userdata_helpers::nocloud_seed;
 
 const SETTLE: Duration = Duration::from_secs(180);
-
-fn seed(dir: &Path, doc: &str) -> PathBuf {
-    fat_image(
-        dir,
-        "seed.img",
-        2,
-        &["-n", "CIDATA"],
-        &[("user-data", doc.as_bytes()), ("meta-data", b"")],
-    )
-}
-
-fn data_disk(dir: &Path) -> PathBuf {
-    let data = dir.join("data.qcow2");
-    host(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "3G"],
-    );
-    data
-}
 
 /// The row of `name` in `tessera container list`, once `pred` holds for it.
 fn row_until(vm: &Vm, name: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -82,7 +62,7 @@ fn lvm_thin_node_comes_up_with_its_declared_workload_gives_up_a_crash_loop_and_k
         ),
         declared("crashy", &url, &sha, "echo crash; exit 3", "restart = \"always\"\n"),
     );
-    let disks = [seed(&dir, &doc), data_disk(&dir)];
+    let disks = [nocloud_seed(&dir, &doc), data_disk(&dir, "3G")];
     let vm = boot_with_disks(
         &default_image(),
         BootMode::Kernel,
@@ -211,7 +191,7 @@ fn an_operator_drives_containers_through_the_node_api() {
         "container-api",
         &["tessera.imds=off"],
         &[(port, 7443)],
-        &[seed(&dir, &doc), data_disk(&dir)],
+        &[nocloud_seed(&dir, &doc), data_disk(&dir, "3G")],
     );
     wait_ready(&vm, BootMode::Kernel);
     let curl = Curl {

@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
-use userdata_helpers::{fat_image, Imds};
+use userdata_helpers::{nocloud_seed, Imds};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -53,17 +53,6 @@ fn fingerprint_of(public: &Path) -> String {
         .find(|w| w.starts_with("SHA256:"))
         .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
         .to_string()
-}
-
-/// A NoCloud CIDATA volume with `user_data`.
-fn seed(dir: &Path, user_data: &str) -> PathBuf {
-    fat_image(
-        dir,
-        "seed.img",
-        2,
-        &["-n", "CIDATA"],
-        &[("user-data", user_data.as_bytes()), ("meta-data", b"")],
-    )
 }
 
 /// The host's OpenSSH client against the forwarded port, with `extra` options, running
@@ -115,7 +104,7 @@ fn boot_node(name: &str, user_data: &str, port: u16) -> Vm {
         name,
         &["tessera.imds=off"],
         &[(port, 22)],
-        &[seed(&dir, user_data)],
+        &[nocloud_seed(&dir, user_data)],
     );
     wait_ready(&vm, BootMode::Kernel);
     vm

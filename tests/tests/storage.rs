@@ -29,15 +29,6 @@ fn seed(dir: &Path, name: &str, storage: &str) -> PathBuf {
     )
 }
 
-fn qcow2(dir: &Path, size: &str) -> PathBuf {
-    let disk = dir.join("data.qcow2");
-    host(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), size],
-    );
-    disk
-}
-
 /// Boots with the seed as /dev/vda and the data disk as /dev/vdb, and waits until the storage
 /// service has settled (ready, with or without a usable disk).
 fn boot_storage(name: &str, seed: &Path, data: &Path) -> Vm {
@@ -138,7 +129,7 @@ fn check_volumes(vm: &Vm, snapshots: &str) {
 #[test]
 fn btrfs_volumes_and_snapshots_survive_a_reboot() {
     let dir = test_dir("storage-btrfs");
-    let data = qcow2(&dir, "1G");
+    let data = data_disk(&dir, "1G");
     let seed = seed(
         &dir,
         "seed.img",
@@ -186,7 +177,7 @@ fn btrfs_volumes_and_snapshots_survive_a_reboot() {
 #[test]
 fn lvm_thin_volumes_and_snapshots_survive_a_reboot() {
     let dir = test_dir("storage-lvm");
-    let data = qcow2(&dir, "2G");
+    let data = data_disk(&dir, "2G");
     let seed = seed(
         &dir,
         "seed.img",

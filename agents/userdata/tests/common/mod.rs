@@ -272,6 +272,18 @@ pub fn run(cmd: &str, args: &[&str]) {
     );
 }
 
+/// A NoCloud volume (`seed.img` in `dir`): FAT labelled CIDATA with `user_data` and an empty
+/// meta-data.
+pub fn nocloud_seed(dir: &Path, user_data: &str) -> PathBuf {
+    fat_image(
+        dir,
+        "seed.img",
+        2,
+        &["-n", "CIDATA"],
+        &[("user-data", user_data.as_bytes()), ("meta-data", b"")],
+    )
+}
+
 /// A FAT image of `size_mib` MiB made by mkfs.vfat, with files copied in by mcopy.
 pub fn fat_image(
     dir: &Path,
