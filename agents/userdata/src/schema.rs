@@ -32,6 +32,9 @@
 //! gateway = "192.168.77.1"           # optional; same family as address
 //! dns = ["192.168.77.1"]             # optional; at most 3
 //!
+//! [container_network]
+//! subnet = "10.88.0.0/24"            # the containers' bridge network (IPv4, /16-/29; default)
+//!
 //! [[containers]]                     # the declared workload (see `containers`)
 //! name = "web"
 //! image = "http://10.0.2.2:8000/web.tar.zst"   # or a path on the node
@@ -77,6 +80,8 @@ pub struct Config {
     pub hub: Option<Hub>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_network: Option<ContainerNetwork>,
     /// The declared workload (`[[containers]]`); last, as TOML wants arrays of tables.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<Container>,
@@ -544,6 +549,7 @@ pub fn finish(doc: Document, overlay: &Overlay) -> Result<Config, ConfigError> {
     };
 
     let containers = containers::finish(&doc, raw.containers.as_deref().unwrap_or_default())?;
+    let container_network = containers::finish_network(raw.container_network.as_ref());
 
     Ok(Config {
         version: SCHEMA_VERSION as u32,
@@ -554,6 +560,7 @@ pub fn finish(doc: Document, overlay: &Overlay) -> Result<Config, ConfigError> {
         firewall,
         hub,
         network,
+        container_network,
         containers,
     })
 }
@@ -573,6 +580,7 @@ impl Config {
             firewall: None,
             hub: None,
             network: None,
+            container_network: None,
             containers: Vec::new(),
         }
     }
@@ -623,6 +631,12 @@ impl Config {
                 line("network.gateway", format!("\"{g}\""));
             }
             line("network.dns", list(&n.dns));
+        }
+        if let Some(n) = &self.container_network {
+            line(
+                "container_network.subnet",
+                format!("{:?}", n.subnet.to_string()),
+            );
         }
         containers::summary(&self.containers, &mut line);
         out.join("\n") + "\n"
@@ -731,7 +745,10 @@ validated!(IpValue, IpAddr, values::ip);
 
 // After the macro: the section's module uses it.
 mod containers;
-pub use containers::{Container, ImageSource, Net, Restart};
+pub use containers::{
+    Container, ContainerNetwork, ImageSource, Net, Port, PortProtocol, PortScope, Restart,
+    DEFAULT_SUBNET,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -745,6 +762,7 @@ struct RawDoc {
     firewall: Option<Spanned<RawFirewall>>,
     hub: Option<Spanned<RawHub>>,
     network: Option<Spanned<RawNetwork>>,
+    container_network: Option<Spanned<containers::RawContainerNetwork>>,
     containers: Option<Vec<Spanned<containers::RawContainer>>>,
 }
 

@@ -30,5 +30,14 @@ pub fn handle(line: &[u8], fw: &Firewall) -> Result<Value, ApiError> {
         Request::Unexpose { protocol, port } => fw
             .unexpose(protocol, port)
             .map(|removed| json!({"ok": true, "removed": removed})),
+        Request::Publish(p) => fw
+            .publish(p)
+            .map(|all| json!({"ok": true, "publications": all})),
+        Request::Unpublish { protocol, port } => fw
+            .unpublish(protocol, port)
+            .map(|removed| json!({"ok": true, "removed": removed})),
+        Request::Bridge(b) => fw
+            .set_bridge(b)
+            .map(|changed| json!({"ok": true, "changed": changed})),
     })
 }

@@ -119,6 +119,56 @@ impl Exposure {
     }
 }
 
+/// A host port forwarded to a container (DNAT to `to`), reachable from its scope: the
+/// container agent publishes it while the container runs. Identified by (protocol, port),
+/// like an exposure; a port is either exposed or published, never both.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publication {
+    pub protocol: Protocol,
+    /// The host port.
+    pub port: u16,
+    /// The container's address and port.
+    pub to: std::net::SocketAddrV4,
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Publication {
+    pub fn key(&self) -> (Protocol, u16) {
+        (self.protocol, self.port)
+    }
+}
+
+/// The containers' bridge: what arrives from its subnet is forwarded out of the node and
+/// masqueraded behind the node's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    pub interface: String,
+    pub subnet: Cidr,
+}
+
+/// Checks a network interface name (1-15 bytes, no `/`, whitespace or quotes).
+pub fn interface(field: &str, s: &str) -> Result<String, FieldError> {
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "`{}` is not an interface name; use 1-15 letters, digits and - _ .",
+                s.chars().take(40).collect::<String>()
+            ),
+        ))
+    }
+}
+
 /// Checks a port number given as any JSON/TOML integer.
 pub fn port(field: &str, value: i64) -> Result<u16, FieldError> {
     u16::try_from(value)
@@ -227,6 +277,13 @@ impl Cidr {
 impl Serialize for Cidr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        Cidr::parse("cidr", &s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::model::{Cidr, Exposure, Protocol};
+use super::model::{Bridge, Cidr, Exposure, Protocol, Publication};
 use super::nft::{self, Nft, NftError};
 use super::protocol::ApiError;
 use super::ruleset::{self, Policy};
@@ -113,18 +113,61 @@ impl Firewall {
         &self,
         cluster: Vec<Cidr>,
         fixed: Vec<Exposure>,
-        saved: Vec<Exposure>,
+        saved: store::Saved,
     ) -> Result<(), NftError> {
         let mut state = self.lock();
         let mut exposures = fixed.clone();
         exposures.extend(
             saved
+                .exposures
                 .into_iter()
                 .filter(|e| !fixed.iter().any(|f| f.key() == e.key())),
         );
         exposures.sort();
+        let publications = saved
+            .publications
+            .into_iter()
+            .filter(|p| !fixed.iter().any(|f| f.key() == p.key()))
+            .collect();
         state.fixed = fixed;
-        self.apply(&mut state, Policy { cluster, exposures })
+        let policy = Policy {
+            cluster,
+            exposures,
+            bridge: saved.bridge,
+            publications,
+        };
+        self.apply(&mut state, policy)
+    }
+
+    /// A port is exposed or published, never both: the DNAT would hide the exposure.
+    fn refuse_taken(
+        state: &State,
+        key: (Protocol, u16),
+        by: &str,
+        owner: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let taken = |what: &str, other: Option<&String>| {
+            ApiError::new(
+                "exists",
+                format!(
+                    "{}/{} is already {what}{}; {by} another port, or remove that one first",
+                    key.0,
+                    key.1,
+                    other.map(|o| format!(" by {o}")).unwrap_or_default()
+                ),
+            )
+        };
+        if by == "publish" {
+            if let Some(e) = state.policy.exposures.iter().find(|e| e.key() == key) {
+                return Err(taken("exposed", e.owner.as_ref()));
+            }
+        }
+        if let Some(p) = state.policy.publications.iter().find(|p| p.key() == key) {
+            if by == "expose" || p.owner.as_deref() != owner {
+                return Err(taken("published", p.owner.as_ref()));
+            }
+        }
+        Ok(())
     }
 
     fn refuse_fixed(state: &State, key: (Protocol, u16)) -> Result<(), ApiError> {
@@ -142,16 +185,20 @@ impl Firewall {
         Ok(())
     }
 
-    /// Saves the API's exposures (not the fixed ones).
+    /// Saves what the API put in force (not the fixed exposures).
     fn save(&self, state: &State) {
-        let exposures: Vec<Exposure> = state
-            .policy
-            .exposures
-            .iter()
-            .filter(|e| !state.fixed.contains(e))
-            .cloned()
-            .collect();
-        if let Err(e) = store::save(&self.paths.store, &exposures) {
+        let saved = store::Saved {
+            exposures: state
+                .policy
+                .exposures
+                .iter()
+                .filter(|e| !state.fixed.contains(e))
+                .cloned()
+                .collect(),
+            publications: state.policy.publications.clone(),
+            bridge: state.policy.bridge.clone(),
+        };
+        if let Err(e) = store::save(&self.paths.store, &saved) {
             log(
                 "error",
                 "exposures not saved; they are in force but a restart of the service forgets them",
@@ -164,6 +211,7 @@ impl Firewall {
     pub fn expose(&self, e: Exposure) -> Result<Vec<Exposure>, ApiError> {
         let mut state = self.lock();
         Self::refuse_fixed(&state, e.key())?;
+        Self::refuse_taken(&state, e.key(), "expose", None)?;
         let mut policy = state.policy.clone();
         policy.exposures.retain(|x| x.key() != e.key());
         policy.exposures.push(e.clone());
@@ -197,6 +245,61 @@ impl Firewall {
         Ok(true)
     }
 
+    /// Adds or replaces the publication of (protocol, port): only its owner may replace it.
+    pub fn publish(&self, p: Publication) -> Result<Vec<Publication>, ApiError> {
+        let mut state = self.lock();
+        Self::refuse_fixed(&state, p.key())?;
+        Self::refuse_taken(&state, p.key(), "publish", p.owner.as_deref())?;
+        let mut policy = state.policy.clone();
+        policy.publications.retain(|x| x.key() != p.key());
+        policy.publications.push(p.clone());
+        policy.publications.sort();
+        self.apply(&mut state, policy).map_err(rejected)?;
+        log(
+            "info",
+            "published",
+            json!({"protocol": p.protocol.as_str(), "port": p.port, "to": p.to.to_string(), "scope": p.scope.as_str(), "owner": p.owner}),
+        );
+        self.save(&state);
+        Ok(state.policy.publications.clone())
+    }
+
+    /// Removes the publication of (protocol, port); false if there was none.
+    pub fn unpublish(&self, protocol: Protocol, port: u16) -> Result<bool, ApiError> {
+        let mut state = self.lock();
+        let mut policy = state.policy.clone();
+        policy.publications.retain(|x| x.key() != (protocol, port));
+        if policy.publications.len() == state.policy.publications.len() {
+            return Ok(false);
+        }
+        self.apply(&mut state, policy).map_err(rejected)?;
+        log(
+            "info",
+            "unpublished",
+            json!({"protocol": protocol.as_str(), "port": port}),
+        );
+        self.save(&state);
+        Ok(true)
+    }
+
+    /// The containers' bridge: forwarding and masquerade for its subnet.
+    pub fn set_bridge(&self, bridge: Bridge) -> Result<bool, ApiError> {
+        let mut state = self.lock();
+        if state.policy.bridge.as_ref() == Some(&bridge) {
+            return Ok(false);
+        }
+        let mut policy = state.policy.clone();
+        policy.bridge = Some(bridge.clone());
+        self.apply(&mut state, policy).map_err(rejected)?;
+        log(
+            "info",
+            "container bridge forwarded",
+            json!({"interface": bridge.interface, "subnet": bridge.subnet.to_string()}),
+        );
+        self.save(&state);
+        Ok(true)
+    }
+
     /// New cluster networks from user-data.
     pub fn set_cluster(&self, cluster: Vec<Cidr>) -> Result<bool, NftError> {
         let mut state = self.lock();
@@ -220,6 +323,8 @@ impl Firewall {
         json!({
             "cluster_cidrs": state.policy.cluster,
             "exposures": state.policy.exposures,
+            "publications": state.policy.publications,
+            "bridge": state.policy.bridge,
             "fixed": state.fixed,
             "table": table,
         })
@@ -279,16 +384,16 @@ pub fn serve(nft: Nft, paths: Paths) -> anyhow::Result<()> {
     status("loading modules");
     load_modules();
     let cluster = read_cluster(&paths).unwrap_or_default();
-    let exposures = match store::load(&paths.store) {
-        Ok(e) => {
-            if !e.is_empty() {
+    let saved = match store::load(&paths.store) {
+        Ok(s) => {
+            if s != store::Saved::default() {
                 log(
                     "info",
                     "exposures restored",
-                    json!({"count": e.len(), "path": paths.store.display().to_string()}),
+                    json!({"exposures": s.exposures.len(), "publications": s.publications.len(), "bridge": s.bridge.is_some(), "path": paths.store.display().to_string()}),
                 );
             }
-            e
+            s
         }
         Err(e) => {
             log(
@@ -296,7 +401,7 @@ pub fn serve(nft: Nft, paths: Paths) -> anyhow::Result<()> {
                 "saved exposures unusable, starting with none",
                 json!({"reason": e.to_string()}),
             );
-            Vec::new()
+            store::Saved::default()
         }
     };
     let fixed = match config::fixed_exposures(&paths.fixed) {
@@ -312,7 +417,7 @@ pub fn serve(nft: Nft, paths: Paths) -> anyhow::Result<()> {
     };
     let fw = Arc::new(Firewall::new(nft, paths.clone()));
     status("applying the ruleset");
-    fw.start(cluster, fixed, exposures)
+    fw.start(cluster, fixed, saved)
         .context("putting the first ruleset in force")?;
     api::serve(&paths.socket, fw.clone())
         .with_context(|| format!("serving {}", paths.socket.display()))?;

@@ -1,12 +1,13 @@
-//! The exposures, kept across restarts of the service in /run/tessera/firewall/exposures.json
-//! (written to a temporary file and renamed: a crash never leaves half a file). /run is a
-//! tmpfs: a reboot starts with no exposures, and the agents that own them expose them again.
+//! The exposures, publications and containers' bridge, kept across restarts of the service in
+//! /run/tessera/firewall/exposures.json (written to a temporary file and renamed: a crash
+//! never leaves half a file). /run is a tmpfs: a reboot starts with none, and the agents that
+//! own them put them back. Files from before publications existed still load.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::model::Exposure;
+use super::model::{Bridge, Exposure, Publication};
 
 pub const STORE_VERSION: u32 = 1;
 
@@ -22,18 +23,30 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+/// What the API put in force (the image's fixed exposures are not saved).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub exposures: Vec<Exposure>,
+    pub publications: Vec<Publication>,
+    pub bridge: Option<Bridge>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     version: u32,
     exposures: Vec<Exposure>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    publications: Vec<Publication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bridge: Option<Bridge>,
 }
 
-/// Loads the saved exposures; a missing file is none.
-pub fn load(path: &Path) -> Result<Vec<Exposure>, StoreError> {
+/// Loads what was saved; a missing file is nothing.
+pub fn load(path: &Path) -> Result<Saved, StoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
         Err(source) => {
             return Err(StoreError::Io {
                 action: "read",
@@ -53,11 +66,15 @@ pub fn load(path: &Path) -> Result<Vec<Exposure>, StoreError> {
             file.version
         )));
     }
-    Ok(file.exposures)
+    Ok(Saved {
+        exposures: file.exposures,
+        publications: file.publications,
+        bridge: file.bridge,
+    })
 }
 
-/// Saves the exposures atomically (mode 0600).
-pub fn save(path: &Path, exposures: &[Exposure]) -> Result<(), StoreError> {
+/// Saves atomically (mode 0600).
+pub fn save(path: &Path, saved: &Saved) -> Result<(), StoreError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |action, source| StoreError::Io {
@@ -71,7 +88,9 @@ pub fn save(path: &Path, exposures: &[Exposure]) -> Result<(), StoreError> {
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(&File {
         version: STORE_VERSION,
-        exposures: exposures.to_vec(),
+        exposures: saved.exposures.clone(),
+        publications: saved.publications.clone(),
+        bridge: saved.bridge.clone(),
     })
     .map_err(|e| io("serialise", std::io::Error::other(e)))?;
     let mut f = std::fs::OpenOptions::new()
@@ -90,21 +109,37 @@ pub fn save(path: &Path, exposures: &[Exposure]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::model::{Protocol, Scope};
+    use crate::firewall::model::{Cidr, Protocol, Scope};
 
     #[test]
-    fn exposures_round_trip_and_missing_is_empty() {
+    fn saved_state_round_trips_and_missing_is_empty() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("fw/exposures.json");
-        assert!(load(&p).unwrap().is_empty());
-        let e = vec![Exposure {
-            protocol: Protocol::Tcp,
-            port: 80,
-            scope: Scope::Public,
-            owner: Some("web".into()),
-        }];
-        save(&p, &e).unwrap();
-        assert_eq!(load(&p).unwrap(), e);
+        assert_eq!(load(&p).unwrap(), Saved::default());
+        let saved = Saved {
+            exposures: vec![Exposure {
+                protocol: Protocol::Tcp,
+                port: 80,
+                scope: Scope::Public,
+                owner: Some("web".into()),
+            }],
+            publications: vec![Publication {
+                protocol: Protocol::Tcp,
+                port: 8080,
+                to: "10.88.0.2:80".parse().unwrap(),
+                scope: Scope::Cluster,
+                owner: Some("container/web".into()),
+            }],
+            bridge: Some(Bridge {
+                interface: "tessera0".into(),
+                subnet: Cidr::parse("s", "10.88.0.0/24").unwrap(),
+            }),
+        };
+        save(&p, &saved).unwrap();
+        assert_eq!(load(&p).unwrap(), saved);
+        // A file written before publications existed.
+        std::fs::write(&p, "{\"version\":1,\"exposures\":[]}").unwrap();
+        assert_eq!(load(&p).unwrap(), Saved::default());
         std::fs::write(&p, "{\"version\":1,\"exposures\":[{\"port\":0}]}").unwrap();
         let err = load(&p).unwrap_err().to_string();
         assert!(err.contains("remove it"), "{err}");

@@ -11,7 +11,11 @@
 //! env = ["MODE=prod"]                          # KEY=VALUE, replacing the image's
 //! memory_max = "64M"                           # bytes or a size; pids_max = 64; cpu_percent = 50
 //! restart = "always"                           # "no", "on-failure" or "always" (default)
-//! net = "none"                                 # "none" (own namespace, lo only) or "host"
+//! net = "bridge"                               # "bridge" (default), "none" (lo only) or "host"
+//! ports = [{ host = 8080, container = 80, scope = "cluster" }]   # bridge only; protocol = "tcp"
+//!
+//! [container_network]                          # optional
+//! subnet = "10.88.0.0/24"                      # the bridge's IPv4 network (/16-/29; default)
 //! ```
 
 use serde::de::{self, Deserializer};
@@ -20,7 +24,7 @@ use toml::Spanned;
 
 use super::{ConfigError, Document};
 use crate::http::HttpUrl;
-use crate::values;
+use crate::values::{self, Cidr};
 
 /// Most containers one document declares.
 pub const MAX_CONTAINERS: usize = 32;
@@ -47,6 +51,97 @@ pub struct Container {
     pub cpu_percent: Option<u32>,
     pub restart: Restart,
     pub net: Net,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+}
+
+/// A host port published to a port of the container, reachable from `scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub host: u16,
+    pub container: u16,
+    #[serde(default)]
+    pub protocol: PortProtocol,
+    pub scope: PortScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl PortProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// Who may reach a published port: the firewall's scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortScope {
+    NodeLocal,
+    Cluster,
+    Public,
+}
+
+impl PortScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortScope::NodeLocal => "node-local",
+            PortScope::Cluster => "cluster",
+            PortScope::Public => "public",
+        }
+    }
+}
+
+/// `[container_network]`: the containers' bridge network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ContainerNetwork {
+    pub subnet: Cidr,
+}
+
+/// The bridge network when user-data names none.
+pub const DEFAULT_SUBNET: &str = "10.88.0.0/24";
+
+/// The subnet's prefix lengths: room for the gateway and at least five containers, and no
+/// more than a /16 to allocate from.
+const SUBNET_PREFIXES: std::ops::RangeInclusive<u8> = 16..=29;
+
+fn container_subnet(s: &str) -> Result<Cidr, String> {
+    let c = Cidr::parse_network(s)?;
+    if !c.addr.is_ipv4() {
+        return Err(format!(
+            "{s:?}: containers get IPv4 addresses; give an IPv4 network such as {DEFAULT_SUBNET}"
+        ));
+    }
+    if !SUBNET_PREFIXES.contains(&c.prefix) {
+        return Err(format!(
+            "{s:?}: use a prefix length of /16 to /29, e.g. {DEFAULT_SUBNET}"
+        ));
+    }
+    Ok(c)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerNetwork {
+    subnet: Option<SubnetValue>,
+}
+
+/// Completes `[container_network]`.
+pub(super) fn finish_network(
+    raw: Option<&Spanned<RawContainerNetwork>>,
+) -> Option<ContainerNetwork> {
+    raw.and_then(|n| n.get_ref().subnet.as_ref())
+        .map(|s| ContainerNetwork { subnet: s.0 })
 }
 
 /// What restarts a declared container when it ends (Docker's names).
@@ -73,14 +168,20 @@ impl Restart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Net {
+    /// Its own namespace with a veth on the node's container bridge: an address from
+    /// `[container_network]`, NAT out, the node's DNS servers, published `ports`.
     #[default]
+    Bridge,
+    /// Its own namespace with only `lo`.
     None,
+    /// The node's namespace.
     Host,
 }
 
 impl Net {
     pub fn as_str(self) -> &'static str {
         match self {
+            Net::Bridge => "bridge",
             Net::None => "none",
             Net::Host => "host",
         }
@@ -146,6 +247,7 @@ validated!(ImageValue, String, image_reference);
 validated!(DigestValue, String, values::digest);
 validated!(ArgValue, String, plain_string);
 validated!(EnvValue, String, env_entry);
+validated!(SubnetValue, Cidr, container_subnet);
 
 /// `memory_max`: bytes (an integer) or a size ("64M").
 #[derive(Debug, Clone)]
@@ -185,6 +287,7 @@ pub(super) struct RawContainer {
     cpu_percent: Option<Spanned<u32>>,
     restart: Option<Restart>,
     net: Option<Net>,
+    ports: Option<Spanned<Vec<Port>>>,
 }
 
 /// Completes the declared containers: required keys, unique names, bounds.
@@ -265,6 +368,46 @@ pub(super) fn finish(
             }
             p => p.as_ref().map(|p| *p.get_ref()),
         };
+        let net = r.net.unwrap_or_default();
+        let ports = match &r.ports {
+            None => Vec::new(),
+            Some(p) => {
+                let list = p.get_ref();
+                if !list.is_empty() && net != Net::Bridge {
+                    return Err(at(
+                        key("ports"),
+                        p.span(),
+                        format!("net = {:?} has no ports to publish; use net = \"bridge\" (the default) or remove ports", net.as_str()),
+                    ));
+                }
+                for (j, port) in list.iter().enumerate() {
+                    if port.host == 0 || port.container == 0 {
+                        return Err(at(
+                            format!("containers[{i}].ports[{j}]"),
+                            p.span(),
+                            "port 0; use 1-65535".into(),
+                        ));
+                    }
+                    let clash = out
+                        .iter()
+                        .flat_map(|o| o.ports.iter().map(move |q| (o.name.as_str(), q)))
+                        .chain(list[..j].iter().map(|q| (name.get_ref().0.as_str(), q)))
+                        .find(|(_, q)| q.host == port.host && q.protocol == port.protocol);
+                    if let Some((owner, _)) = clash {
+                        return Err(at(
+                            format!("containers[{i}].ports[{j}].host"),
+                            p.span(),
+                            format!(
+                                "{}/{} is already published by {owner:?}; each host port goes to one container",
+                                port.protocol.as_str(),
+                                port.host
+                            ),
+                        ));
+                    }
+                }
+                list.clone()
+            }
+        };
         out.push(Container {
             name: name.get_ref().0.clone(),
             image: image.0.clone(),
@@ -275,7 +418,8 @@ pub(super) fn finish(
             pids_max,
             cpu_percent,
             restart: r.restart.unwrap_or_default(),
-            net: r.net.unwrap_or_default(),
+            net,
+            ports,
         });
     }
     Ok(out)
@@ -305,6 +449,18 @@ pub(super) fn summary(containers: &[Container], line: &mut dyn FnMut(&str, Strin
         }
         line(&k("restart"), format!("{:?}", c.restart.as_str()));
         line(&k("net"), format!("{:?}", c.net.as_str()));
+        for (j, p) in c.ports.iter().enumerate() {
+            line(
+                &k(&format!("ports[{j}]")),
+                format!(
+                    "{}/{} -> {} {}",
+                    p.protocol.as_str(),
+                    p.host,
+                    p.container,
+                    p.scope.as_str()
+                ),
+            );
+        }
     }
 }
 
@@ -330,7 +486,7 @@ mod tests {
         assert_eq!(web.sha256, SHA, "digests are lower-cased");
         assert_eq!(web.memory_max, Some(64 << 20));
         assert_eq!(web.restart, super::Restart::Always);
-        assert_eq!(web.net, super::Net::None);
+        assert_eq!(web.net, super::Net::Bridge, "bridge is the default");
         assert!(matches!(web.source(), super::ImageSource::Http(_)));
         assert!(matches!(
             c.containers[1].source(),
@@ -359,13 +515,48 @@ mod tests {
             (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nmemory_max = \"lots\"\n"), "containers[0].memory_max: size \"lots\" is not a number"),
             (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\npids_max = 0\n"), "containers[0].pids_max: 0 would forbid"),
             (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nrestart = \"sometimes\"\n"), "containers[0].restart: unknown value `sometimes`"),
-            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [80]\n"), "containers[0].ports: unknown key `ports`"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [80]\n"), "containers[0].ports[0]: invalid type: integer `80`, expected struct Port"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 80, container = 80 }}]\n"), "containers[0].ports[0]: missing field `scope`"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 80, container = 80, scope = \"world\" }}]\n"), "containers[0].ports[0].scope: unknown value `world`, expected one of `node-local`"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 0, container = 80, scope = \"public\" }}]\n"), "containers[0].ports[0]: port 0"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nnet = \"host\"\nports = [{{ host = 80, container = 80, scope = \"public\" }}]\n"), "containers[0].ports: net = \"host\" has no ports"),
+            (&format!("[[containers]]\nname = \"a\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 80, container = 80, scope = \"public\" }}]\n[[containers]]\nname = \"b\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 80, container = 81, scope = \"cluster\" }}]\n"), "containers[1].ports[0].host: tcp/80 is already published by \"a\""),
+            ("[container_network]\nsubnet = \"10.88.0.0/30\"\n", "container_network.subnet: \"10.88.0.0/30\": use a prefix length of /16 to /29"),
+            ("[container_network]\nsubnet = \"fd00::/64\"\n", "container_network.subnet: \"fd00::/64\": containers get IPv4"),
             (&format!("[[containers]]\nname = \"a\"\nimage = \"/../etc/x\"\nsha256 = \"{SHA}\"\n"), "containers[0].image: \"/../etc/x\": a path on the node"),
         ];
         for (body, want) in cases {
             let e = parse(doc(body).as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with(want), "{body}\n→ {e}\nwanted {want}");
         }
+    }
+
+    #[test]
+    fn published_ports_and_the_container_network_read_back_identically() {
+        let text = doc(&format!(
+            "[container_network]\nsubnet = \"10.99.0.0/16\"\n\n[[containers]]\nname = \"web\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 8080, container = 80, scope = \"cluster\" }}, {{ host = 5353, container = 53, protocol = \"udp\", scope = \"node-local\" }}]\n"
+        ));
+        let c = parse(text.as_bytes()).unwrap();
+        let ports = &c.containers[0].ports;
+        assert_eq!(ports.len(), 2);
+        assert_eq!((ports[0].host, ports[0].container), (8080, 80));
+        assert_eq!(
+            ports[0].protocol,
+            super::PortProtocol::Tcp,
+            "tcp is the default"
+        );
+        assert_eq!(ports[1].scope, super::PortScope::NodeLocal);
+        assert_eq!(
+            c.container_network.unwrap().subnet.to_string(),
+            "10.99.0.0/16"
+        );
+        assert!(
+            c.summary()
+                .contains("containers[0].ports[1] = udp/5353 -> 53 node-local"),
+            "{}",
+            c.summary()
+        );
+        assert_eq!(parse(c.to_toml().as_bytes()).unwrap(), c);
     }
 
     #[test]

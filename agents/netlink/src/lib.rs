@@ -1,11 +1,21 @@
 //! Links, addresses and routes through rtnetlink: the few operations the network service
-//! needs, each one netlink request, each error naming the operation and the interface.
+//! (the node's NIC) and the container agent (its bridge and each container's veth pair)
+//! need, each one netlink request, each error naming the operation and the interface.
+//!
+//! A netlink socket belongs to the network namespace its thread was in when it was opened:
+//! to configure a container's namespace, open [`Links`] on a thread that has joined it.
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use netlink_packet_route::route::RouteProtocol;
-use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -278,5 +288,71 @@ impl Links {
             .execute()
             .await
             .map_err(|e| LinkError::new(format!("set MTU {mtu} on {}", link.name), e))
+    }
+
+    /// The link of that name, if there is one.
+    pub async fn by_name(&self, name: &str) -> Result<Option<Link>, LinkError> {
+        let links = self.list().await?;
+        Ok(links.into_iter().find(|l| l.name == name))
+    }
+
+    /// Creates a bridge (down; [`Links::set_up`] it once it has its address).
+    pub async fn add_bridge(&self, name: &str) -> Result<(), LinkError> {
+        let msg = LinkBridge::new(name).down().build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| LinkError::new(format!("create bridge {name}"), e))
+    }
+
+    /// Creates a veth pair: `host` here, attached to `bridge` and up; `peer` created directly
+    /// in the network namespace `netns` (an open `/proc/PID/ns/net`), down.
+    pub async fn add_veth_into(
+        &self,
+        host: &str,
+        bridge: &Link,
+        peer: &str,
+        netns: BorrowedFd<'_>,
+    ) -> Result<(), LinkError> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .setns_by_fd(netns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(host, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .controller(bridge.index)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                LinkError::new(
+                    format!("create veth pair {host} (on {}) / {peer}", bridge.name),
+                    e,
+                )
+            })
+    }
+
+    /// Deletes a link (a veth pair goes with either end); absent is not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), LinkError> {
+        let Some(link) = self.by_name(name).await? else {
+            return Ok(());
+        };
+        match self.handle.link().del(link.index).execute().await {
+            Err(e) => {
+                let err = LinkError::new(format!("delete link {name}"), e);
+                if err.errno == Some(libc::ENODEV) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+            Ok(()) => Ok(()),
+        }
     }
 }
