@@ -22,6 +22,8 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub const CGROUP_SERVICES: &str = "/sys/fs/cgroup/services";
 /// The container agent's API socket (root only): the console CLI and the node API use it.
 pub const CONTAINER_SOCKET: &str = "/run/tessera/container.sock";
+/// The firewall service's API socket (root only): the CLI and the container agent use it.
+pub const FIREWALL_SOCKET: &str = "/run/tessera/firewall.sock";
 /// The multi-call binary inside the image.
 pub const TESSERA_BIN: &str = "/sbin/tessera";
 

@@ -60,9 +60,13 @@ pub enum ContainerCommand {
         /// no | on-failure | always.
         #[arg(long, default_value = "no")]
         restart: String,
-        /// none (its own network namespace, lo only) | host.
-        #[arg(long, default_value = "none")]
+        /// bridge (a veth on the node's container bridge, NAT out) | none (lo only) | host.
+        #[arg(long, default_value = "bridge")]
         net: String,
+        /// Publish a host port to a container port: HOST:CONTAINER[/udp]@SCOPE, SCOPE one of
+        /// node-local, cluster, public (e.g. 8080:80@cluster). Repeatable; bridge only.
+        #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
+        publish: Vec<crate::instances::Port>,
         /// Start it too.
         #[arg(long)]
         start: bool,
@@ -203,11 +207,12 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             cpu,
             restart,
             net,
+            publish,
             start,
             args,
         } => {
             let mut req = json!({"op": "create", "name": name, "template": template, "env": env,
-                "restart": restart, "net": net, "start": start});
+                "restart": restart, "net": net, "ports": publish, "start": start});
             if !args.is_empty() {
                 req["args"] = json!(args);
             }
@@ -337,6 +342,55 @@ fn logs(name: &str, follow: bool, json: bool) -> anyhow::Result<()> {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// `HOST:CONTAINER[/tcp|/udp]@SCOPE` (`tessera container create -p`).
+fn parse_publish(s: &str) -> Result<crate::instances::Port, String> {
+    let usage = || {
+        format!("{s:?}: write HOST:CONTAINER[/udp]@SCOPE, e.g. 8080:80@cluster (scopes: node-local, cluster, public)")
+    };
+    let (ports, scope) = s.split_once('@').ok_or_else(usage)?;
+    let (ports, protocol) = match ports.split_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (ports, "tcp"),
+    };
+    let (host, container) = ports.split_once(':').ok_or_else(usage)?;
+    let port = |p: &str| p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(usage);
+    let value = serde_json::json!({
+        "host": port(host)?, "container": port(container)?, "protocol": protocol, "scope": scope,
+    });
+    serde_json::from_value(value).map_err(|e| format!("{}: {e}", usage()))
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use super::parse_publish;
+    use tessera_userdata::schema::{PortProtocol, PortScope};
+
+    #[test]
+    fn publish_flags_parse_and_bad_ones_say_the_form() {
+        let p = parse_publish("8080:80@cluster").unwrap();
+        assert_eq!(
+            (p.host, p.container, p.protocol, p.scope),
+            (8080, 80, PortProtocol::Tcp, PortScope::Cluster)
+        );
+        let p = parse_publish("5353:53/udp@node-local").unwrap();
+        assert_eq!(
+            (p.protocol, p.scope),
+            (PortProtocol::Udp, PortScope::NodeLocal)
+        );
+        for bad in [
+            "8080:80",
+            "8080@public",
+            "0:80@public",
+            "8080:80/sctp@public",
+            "8080:80@world",
+            "x:80@public",
+        ] {
+            let e = parse_publish(bad).unwrap_err();
+            assert!(e.contains("HOST:CONTAINER"), "{bad}: {e}");
         }
     }
 }

@@ -68,6 +68,7 @@ fn matches(record: &Record, c: &Container) -> bool {
         && record.overrides == overrides(c)
         && record.restart == policy(c)
         && record.net == c.net.as_str()
+        && record.ports == c.ports
 }
 
 impl Agent {
@@ -139,6 +140,8 @@ impl Agent {
                 overrides: overrides(c),
                 restart: policy(c),
                 net: c.net.as_str(),
+                address: self.address_for(c.net.as_str())?,
+                ports: c.ports.clone(),
                 declared: true,
             },
         )?;
@@ -341,6 +344,7 @@ mod tests {
             cpu_percent: None,
             restart: Restart::OnFailure,
             net: Net::None,
+            ports: Vec::new(),
         }
     }
 
@@ -353,6 +357,8 @@ mod tests {
             bundle: "/tmp/x".into(),
             restart: policy(c),
             net: c.net.as_str().into(),
+            address: None,
+            ports: c.ports.clone(),
             overrides: overrides(c),
             declared: true,
             created: String::new(),

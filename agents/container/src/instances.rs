@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
+pub use tessera_userdata::schema::Port;
 
 use crate::spec;
 use crate::storage::{Storage, StorageError};
@@ -70,8 +71,15 @@ pub struct Record {
     pub volume: String,
     pub bundle: PathBuf,
     pub restart: RestartPolicy,
-    /// `none` (its own network namespace, lo only) or `host`.
+    /// `bridge` (a veth on the node's container bridge), `none` (its own network namespace,
+    /// lo only) or `host`.
     pub net: String,
+    /// The container's address on the bridge (`net = "bridge"`), kept for its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// Host ports published to the container while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
     pub overrides: Overrides,
     /// Made by user-data (kept in step with it at boot) or by an operator.
     pub declared: bool,
@@ -134,15 +142,27 @@ pub struct New<'a> {
     pub overrides: Overrides,
     pub restart: RestartPolicy,
     pub net: &'a str,
+    /// Given by the agent for `bridge` (allocated from the subnet).
+    pub address: Option<std::net::Ipv4Addr>,
+    pub ports: Vec<Port>,
     pub declared: bool,
 }
+
+/// The network modes a container can have.
+pub const NETS: [&str; 3] = ["bridge", "none", "host"];
 
 /// Snapshots the template into the instance, writes its config.json and record.
 pub fn create(storage: &Storage, new: New) -> Result<Record, InstanceError> {
     check_name(new.name)?;
-    if !matches!(new.net, "none" | "host") {
+    if !NETS.contains(&new.net) {
         return Err(InstanceError::Bad(format!(
-            "network {:?} is not supported; use \"none\" (its own namespace, lo only) or \"host\"",
+            "network {:?} is not supported; use \"bridge\" (the node's container bridge), \"none\" (its own namespace, lo only) or \"host\"",
+            new.net
+        )));
+    }
+    if !new.ports.is_empty() && new.net != "bridge" {
+        return Err(InstanceError::Bad(format!(
+            "net {:?} has no ports to publish; use net \"bridge\" or publish nothing",
             new.net
         )));
     }
@@ -159,6 +179,8 @@ pub fn create(storage: &Storage, new: New) -> Result<Record, InstanceError> {
         bundle: snap.path.clone(),
         restart: new.restart,
         net: new.net.to_string(),
+        address: new.address,
+        ports: new.ports,
         overrides: new.overrides,
         declared: new.declared,
         created: tessera_common::log::now_rfc3339(),
@@ -313,6 +335,8 @@ mod tests {
             bundle: PathBuf::from("/nonexistent"),
             restart: RestartPolicy::No,
             net: "none".into(),
+            address: None,
+            ports: Vec::new(),
             overrides,
             declared: false,
             created: String::new(),

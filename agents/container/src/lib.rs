@@ -12,6 +12,8 @@
 //! - `storage`: the storage service's socket, through which templates and instances are made;
 //! - `templates`: archives imported into read-only template volumes, keyed by digest;
 //! - `instances`: a container's COW snapshot of its template, its config.json and record;
+//! - `network`: the node's container bridge, each container's veth pair, DNS and published
+//!   ports (through the firewall service);
 //! - `protocol` and `service`: `tessera agent container` and its root-only socket;
 //! - `cli`: `tessera container …`.
 //!
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod declared;
 pub mod image;
 pub mod instances;
+pub mod network;
 pub mod protocol;
 pub mod runtime;
 pub mod service;

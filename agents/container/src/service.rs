@@ -21,7 +21,8 @@ use tessera_common::restart::{Backoff, Intensity};
 use tessera_userdata::defaults::USERDATA_FILE;
 
 use crate::archive::Limits;
-use crate::instances::{self, InstanceError, New, Record, RestartPolicy};
+use crate::instances::{self, InstanceError, New, Port, Record, RestartPolicy};
+use crate::network::{self, Subnet};
 use crate::protocol::{self, Request};
 use crate::runtime::{self, CreateOptions, Exit, NetMode, RuntimeError, Signal, Status};
 use crate::storage::Storage;
@@ -63,6 +64,10 @@ pub struct Agent {
     pub(crate) records: Mutex<BTreeMap<String, Record>>,
     /// One change at a time: name checks and changes must not interleave.
     pub(crate) changes: Mutex<()>,
+    /// The containers' bridge network (`[container_network]`).
+    pub(crate) subnet: Subnet,
+    /// Made once per boot, when the first bridged container starts.
+    bridge_ready: Mutex<bool>,
 }
 
 fn api(code: &'static str, reason: impl Into<String>) -> ApiError {
@@ -144,6 +149,7 @@ impl Agent {
         shim: PathBuf,
         state_root: PathBuf,
         cgroup_parent: Option<PathBuf>,
+        subnet: Subnet,
     ) -> Agent {
         Agent {
             storage,
@@ -154,6 +160,93 @@ impl Agent {
             watches: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            subnet,
+            bridge_ready: Mutex::new(false),
+        }
+    }
+
+    /// A free address of the subnet for a bridged container (callers hold `changes`).
+    pub(crate) fn address_for(&self, net: &str) -> Result<Option<std::net::Ipv4Addr>, ApiError> {
+        if net != "bridge" {
+            return Ok(None);
+        }
+        let used = lock(&self.records)
+            .values()
+            .filter_map(|r| r.address)
+            .collect();
+        self.subnet.allocate(&used).map(Some).ok_or_else(|| {
+            api(
+                "no_space",
+                format!(
+                    "every address of the container network {} is taken; delete a container or give [container_network] a larger subnet",
+                    self.subnet
+                ),
+            )
+        })
+    }
+
+    /// A host port goes to one container (callers hold `changes`).
+    fn check_ports(&self, name: &str, ports: &[Port]) -> Result<(), ApiError> {
+        for (i, p) in ports.iter().enumerate() {
+            if p.host == 0 || p.container == 0 {
+                return Err(api(
+                    "bad_request",
+                    format!("ports[{i}]: port 0; use 1-65535"),
+                ));
+            }
+            let records = lock(&self.records);
+            let other = records.values().filter(|r| r.name != name).find(|r| {
+                r.ports
+                    .iter()
+                    .any(|q| q.host == p.host && q.protocol == p.protocol)
+            });
+            if let Some(r) = other {
+                return Err(api(
+                    "exists",
+                    format!(
+                        "{}/{} is already published by container {}; choose another host port",
+                        p.protocol.as_str(),
+                        p.host,
+                        r.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_bridge(&self) -> Result<(), ApiError> {
+        let mut ready = lock(&self.bridge_ready);
+        if !*ready {
+            network::ensure_bridge(
+                self.subnet,
+                Path::new(tessera_common::paths::FIREWALL_SOCKET),
+            )
+            .map_err(|e| api("internal", e.to_string()))?;
+            log(
+                "info",
+                "container bridge up",
+                json!({"bridge": network::BRIDGE, "subnet": self.subnet.to_string(), "gateway": self.subnet.gateway().to_string()}),
+            );
+            *ready = true;
+        }
+        Ok(())
+    }
+
+    /// Withdraws a container's published ports (it stopped or is going away).
+    pub(crate) fn unpublish(&self, record: &Record) {
+        if record.ports.is_empty() {
+            return;
+        }
+        if let Err(e) = network::unpublish(
+            Path::new(tessera_common::paths::FIREWALL_SOCKET),
+            &record.ports,
+        ) {
+            log(
+                "error",
+                "published ports not withdrawn",
+                json!({"container": record.name, "error": e.to_string()}),
+            );
         }
     }
 
@@ -235,6 +328,7 @@ impl Agent {
                 if dir.exists() {
                     runtime::stop(&dir, grace).map_err(runtime_error)?;
                 }
+                self.unpublish(&record);
                 Ok(self.describe(&record, false))
             }
             Request::Kill { name, signal } => {
@@ -280,6 +374,7 @@ impl Agent {
             template,
             restart,
             net,
+            ports,
             start,
             ..
         } = request
@@ -298,6 +393,8 @@ impl Agent {
         let record = {
             let _g = lock(&self.changes);
             let template = templates::resolve(&self.storage, template)?;
+            let net = net.as_deref().unwrap_or("bridge");
+            self.check_ports(name, ports)?;
             instances::create(
                 &self.storage,
                 New {
@@ -305,7 +402,9 @@ impl Agent {
                     template: &template,
                     overrides: request.overrides(),
                     restart,
-                    net: net.as_deref().unwrap_or("none"),
+                    net,
+                    address: self.address_for(net)?,
+                    ports: ports.clone(),
                     declared: false,
                 },
             )?
@@ -342,7 +441,32 @@ impl Agent {
                 format!("create {}: {e}", self.state_root.display()),
             )
         })?;
-        let net = NetMode::parse(&record.net).unwrap_or(NetMode::None);
+        let bridged = record.net == "bridge";
+        let address = match (bridged, record.address) {
+            (false, _) => None,
+            (true, Some(a)) if self.subnet.contains(a) => Some(a),
+            (true, _) => {
+                return Err(api(
+                    "bad_request",
+                    format!(
+                        "container {} has no address in the container network {} (it changed?); delete and create it again",
+                        record.name, self.subnet
+                    ),
+                ))
+            }
+        };
+        let net = match address {
+            Some(_) => NetMode::New,
+            None => NetMode::parse(&record.net).unwrap_or(NetMode::None),
+        };
+        if address.is_some() {
+            self.ensure_bridge()?;
+            network::write_resolv_conf(
+                &record.bundle.join("rootfs"),
+                Path::new("/etc/resolv.conf"),
+            )
+            .map_err(|e| api("internal", e.to_string()))?;
+        }
         let shim_args = ["container".to_string(), "shim".to_string()];
         let created = runtime::create(&CreateOptions {
             id: &record.name,
@@ -354,8 +478,25 @@ impl Agent {
             net,
         })
         .map_err(runtime_error)?;
+        if let Some(address) = address {
+            let wired = network::attach(&record.name, created.init_pid, address, self.subnet)
+                .and_then(|()| {
+                    network::publish(
+                        Path::new(tessera_common::paths::FIREWALL_SOCKET),
+                        &record.name,
+                        address,
+                        &record.ports,
+                    )
+                });
+            if let Err(e) = wired {
+                let _ = runtime::delete_force(&dir);
+                self.unpublish(record);
+                return Err(api("internal", e.to_string()));
+            }
+        }
         if let Err(e) = runtime::start(&dir) {
             let _ = runtime::delete_force(&dir);
+            self.unpublish(record);
             return Err(runtime_error(e));
         }
         let mut watches = lock(&self.watches);
@@ -379,6 +520,10 @@ impl Agent {
         let dir = self.state_dir(&record.name);
         if dir.exists() {
             runtime::delete_force(&dir).map_err(runtime_error)?;
+        }
+        self.unpublish(record);
+        if record.address.is_some() {
+            let _ = network::detach(&record.name);
         }
         instances::delete(&self.storage, record)?;
         lock(&self.watches).remove(&record.name);
@@ -451,6 +596,7 @@ impl Agent {
         let mut v = json!({
             "name": record.name, "template": record.template, "state": status, "exit": exit,
             "pid": pid, "restart": record.restart, "restarts": restarts, "net": record.net,
+            "address": record.address, "ports": record.ports,
             "declared": record.declared, "given_up": given_up,
         });
         if full {
@@ -575,11 +721,17 @@ pub fn run() -> anyhow::Result<()> {
     mask.thread_block()?;
     runtime::become_subreaper()?;
     let shim = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/sbin/tessera"));
+    // A document that does not load is reported by spawn_declared; the default subnet serves.
+    let subnet = match tessera_userdata::load(Path::new(USERDATA_FILE)) {
+        Ok(Some(c)) => Subnet::from_config(c.container_network.as_ref()),
+        _ => Subnet::from_config(None),
+    };
     let agent = Arc::new(Agent::new(
         Storage::default(),
         shim,
         PathBuf::from(STATE_ROOT),
         cgroup_parent(),
+        subnet,
     ));
     // The storage service settles before us (after = storage); ask until it answers.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -49,6 +49,7 @@ impl Agent {
         for record in records {
             let dir = self.state_dir(&record.name);
             let state = runtime::state(&dir).ok();
+            let mut ended = false;
             let due = {
                 let mut watches = lock(&self.watches);
                 let w = watches
@@ -60,6 +61,10 @@ impl Agent {
                     .map(|s| status_word(&s.status))
                     .unwrap_or("stopped");
                 if word != w.last {
+                    ended = matches!(
+                        state.as_ref().map(|s| &s.status),
+                        Some(Status::Stopped(_)) | Some(Status::Lost { init_alive: false })
+                    );
                     if let Some(Status::Stopped(exit)) = state.as_ref().map(|s| &s.status) {
                         log(
                             "info",
@@ -79,6 +84,10 @@ impl Agent {
                 }
                 decide_restart(&record, state.as_ref().map(|s| &s.status), w)
             };
+            // Its published ports go with it (a restart publishes them again).
+            if ended {
+                self.unpublish(&record);
+            }
             if due {
                 match self.launch(&record) {
                     Ok(()) => {

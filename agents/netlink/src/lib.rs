@@ -10,12 +10,13 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo}
 use netlink_packet_route::link::{
     InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
 };
-use netlink_packet_route::route::RouteProtocol;
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
     RouteMessageBuilder,
 };
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+pub use netlink_packet_route::route::RouteProtocol;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -325,17 +326,12 @@ impl Links {
             .controller(bridge.index)
             .up()
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                LinkError::new(
-                    format!("create veth pair {host} (on {}) / {peer}", bridge.name),
-                    e,
-                )
-            })
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            LinkError::new(
+                format!("create veth pair {host} (on {}) / {peer}", bridge.name),
+                e,
+            )
+        })
     }
 
     /// Deletes a link (a veth pair goes with either end); absent is not an error.

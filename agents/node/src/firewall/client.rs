@@ -111,6 +111,34 @@ pub fn render_show(v: &Value) -> String {
             ));
         }
     }
+    let publications = v["publications"].as_array().cloned().unwrap_or_default();
+    if !publications.is_empty() {
+        out.push_str(&format!(
+            "published to containers: {}\n",
+            publications.len()
+        ));
+        out.push_str(&format!(
+            "  {:<6}{:<7}{:<12}{:<22}{}\n",
+            "PROTO", "PORT", "SCOPE", "TO", "OWNER"
+        ));
+        for p in &publications {
+            out.push_str(&format!(
+                "  {:<6}{:<7}{:<12}{:<22}{}\n",
+                p["protocol"].as_str().unwrap_or("?"),
+                p["port"].to_string(),
+                p["scope"].as_str().unwrap_or("?"),
+                p["to"].as_str().unwrap_or("?"),
+                p["owner"].as_str().unwrap_or("-"),
+            ));
+        }
+    }
+    if let Some(b) = v["bridge"].as_object() {
+        out.push_str(&format!(
+            "container bridge: {} {} (forwarded out, masqueraded)\n",
+            b.get("interface").and_then(Value::as_str).unwrap_or("?"),
+            b.get("subnet").and_then(Value::as_str).unwrap_or("?"),
+        ));
+    }
     match &v["table"] {
         Value::Null => out.push_str("kernel: table inet tessera is not loaded\n"),
         t if t.get("error").is_some() => {

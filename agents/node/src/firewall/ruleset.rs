@@ -473,7 +473,10 @@ mod tests {
             .iter()
             .filter_map(|c| c["add"]["chain"]["name"].as_str())
             .collect();
-        assert_eq!(chains, ["input", "forward", "prerouting", "output", "postrouting"]);
+        assert_eq!(
+            chains,
+            ["input", "forward", "prerouting", "output", "postrouting"]
+        );
         // Without a bridge or publication there is no NAT chain (its modules stay unloaded).
         let plain = render(&Policy::default());
         assert!(!plain.to_string().contains("\"nat\""));

@@ -19,7 +19,7 @@ use super::{api, config, store};
 use crate::net::service::log;
 
 /// The API socket.
-pub const SOCKET: &str = "/run/tessera/firewall.sock";
+pub const SOCKET: &str = tessera_common::paths::FIREWALL_SOCKET;
 /// Where exposures are kept across restarts of the service.
 pub const STORE: &str = "/run/tessera/firewall/exposures.json";
 /// How often user-data is read again for a change of `firewall.cluster_cidrs`.
