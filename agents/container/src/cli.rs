@@ -67,6 +67,9 @@ pub enum ContainerCommand {
         /// node-local, cluster, public (e.g. 8080:80@cluster). Repeatable; bridge only.
         #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
         publish: Vec<crate::instances::Port>,
+        /// Bind the node's component hub socket into the container (/run/tessera/hub).
+        #[arg(long)]
+        hub: bool,
         /// Start it too.
         #[arg(long)]
         start: bool,
@@ -208,11 +211,12 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             restart,
             net,
             publish,
+            hub,
             start,
             args,
         } => {
             let mut req = json!({"op": "create", "name": name, "template": template, "env": env,
-                "restart": restart, "net": net, "ports": publish, "start": start});
+                "restart": restart, "net": net, "ports": publish, "hub": hub, "start": start});
             if !args.is_empty() {
                 req["args"] = json!(args);
             }

@@ -54,6 +54,7 @@ fn overrides(c: &Container) -> Overrides {
         memory_max: c.memory_max.map(signed),
         pids_max: c.pids_max.map(signed),
         cpu_percent: c.cpu_percent,
+        hub: c.hub,
     }
 }
 
@@ -345,6 +346,7 @@ mod tests {
             restart: Restart::OnFailure,
             net: Net::None,
             ports: Vec::new(),
+            hub: false,
         }
     }
 

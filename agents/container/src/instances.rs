@@ -59,7 +59,14 @@ pub struct Overrides {
     /// Share of one CPU in percent (50 = half a CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<u32>,
+    /// Binds the node's hub socket directory into the container (a component inside).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hub: bool,
 }
+
+/// The hub's local socket directory (`tessera_hub::defaults::SOCKET_DIR`), bound into
+/// containers that ask for the hub.
+pub const HUB_SOCKET_DIR: &str = "/run/tessera/hub";
 
 /// The record of one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +236,26 @@ pub fn apply(spec: &mut Spec, record: &Record) -> Result<(), InstanceError> {
             process.set_env(Some(env));
         }
     }
+    if o.hub {
+        let bad = |e: oci_spec::OciSpecError| InstanceError::Bad(e.to_string());
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        mounts.retain(|m| m.destination() != Path::new(HUB_SOCKET_DIR));
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(HUB_SOCKET_DIR)
+                .typ("bind")
+                .source(HUB_SOCKET_DIR)
+                .options(vec![
+                    "rbind".to_string(),
+                    "nosuid".into(),
+                    "nodev".into(),
+                    "noexec".into(),
+                ])
+                .build()
+                .map_err(bad)?,
+        );
+        spec.set_mounts(Some(mounts));
+    }
     if o.memory_max.is_some() || o.pids_max.is_some() || o.cpu_percent.is_some() {
         use oci_spec::runtime::{
             LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
@@ -362,8 +389,28 @@ mod tests {
             memory_max: Some(64 << 20),
             pids_max: Some(32),
             cpu_percent: Some(50),
+            hub: true,
         });
         apply(&mut s, &r).unwrap();
+        let hub: Vec<_> = s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.destination() == Path::new(HUB_SOCKET_DIR))
+            .collect();
+        assert_eq!(hub.len(), 1, "the hub socket directory is bound once");
+        assert_eq!(hub[0].source().as_deref(), Some(Path::new(HUB_SOCKET_DIR)));
+        apply(&mut s, &r).unwrap();
+        let again = s.mounts().as_ref().unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .filter(|m| m.destination() == Path::new(HUB_SOCKET_DIR))
+                .count(),
+            1,
+            "applying twice does not bind it twice"
+        );
         assert_eq!(s.hostname().as_deref(), Some("web-1"));
         let p = s.process().as_ref().unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@
 //! | `{"op":"import","path":"/var/tmp/b.tar.zst","sha256":"sha256:…"}` | the template, `fresh` false when it existed |
 //! | `{"op":"templates"}` | `{"templates":[{digest,name,kind,files,bytes,source}]}` |
 //! | `{"op":"list"}` | `{"containers":[{name,template,state,exit,pid,restarts,restart}]}` |
-//! | `{"op":"create","name":"web","template":"<digest or prefix>","args":[…],"env":["K=V"],"memory_max":bytes,"pids_max":N,"cpu_percent":N,"restart":"no"\|"on-failure"\|"always","net":"bridge"\|"none"\|"host","ports":[{"host":8080,"container":80,"protocol":"tcp","scope":"cluster"}],"start":bool}` | the container (net defaults to bridge) |
+//! | `{"op":"create","name":"web","template":"<digest or prefix>","args":[…],"env":["K=V"],"memory_max":bytes,"pids_max":N,"cpu_percent":N,"restart":"no"\|"on-failure"\|"always","net":"bridge"\|"none"\|"host","ports":[{"host":8080,"container":80,"protocol":"tcp","scope":"cluster"}],"hub":bool,"start":bool}` | the container (net defaults to bridge) |
 //! | `{"op":"start"\|"inspect","name":"web"}` | the container (inspect adds cgroup stats) |
 //! | `{"op":"stop","name":"web","grace_ms":5000}` | the container, stopped |
 //! | `{"op":"kill","name":"web","signal":"SIGKILL"}` | `{"ok":true}` |
@@ -55,6 +55,9 @@ pub enum Request {
         /// `[{"host":8080,"container":80,"protocol":"tcp","scope":"cluster"}]`
         #[serde(default)]
         ports: Vec<crate::instances::Port>,
+        /// Bind the node's hub socket directory into the container.
+        #[serde(default)]
+        hub: bool,
         #[serde(default)]
         start: bool,
     },
@@ -98,6 +101,7 @@ impl Request {
                 memory_max,
                 pids_max,
                 cpu_percent,
+                hub,
                 ..
             } => Overrides {
                 args: args.clone(),
@@ -105,6 +109,7 @@ impl Request {
                 memory_max: *memory_max,
                 pids_max: *pids_max,
                 cpu_percent: *cpu_percent,
+                hub: *hub,
             },
             _ => Overrides::default(),
         }

@@ -467,6 +467,20 @@ impl Agent {
             )
             .map_err(|e| api("internal", e.to_string()))?;
         }
+        if record.overrides.hub {
+            // The bind source, before the hub (which may start later) binds its socket in it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(instances::HUB_SOCKET_DIR)
+                .map_err(|e| {
+                    api(
+                        "internal",
+                        format!("create {}: {e}", instances::HUB_SOCKET_DIR),
+                    )
+                })?;
+        }
         let shim_args = ["container".to_string(), "shim".to_string()];
         let created = runtime::create(&CreateOptions {
             id: &record.name,

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 /// The local channel: components connect here.
-pub const SOCKET_PATH: &str = "/run/tessera/hub.sock";
+/// In a directory of its own, so that a container given the hub (`hub = true`) binds the
+/// directory and still reaches the socket after the hub restarts and binds it anew.
+pub const SOCKET_DIR: &str = "/run/tessera/hub";
+pub const SOCKET_PATH: &str = "/run/tessera/hub/hub.sock";
 /// Points clients at another socket (host tests, development).
 pub const SOCKET_ENV: &str = "TESSERA_HUB_SOCKET";
 /// The HTTPS (mTLS, JSON) API for tools and remote clients.

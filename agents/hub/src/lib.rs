@@ -3,7 +3,7 @@
 //! messages (call, cast, attributes, monitors) through the hub of their node; the hubs of
 //! all nodes form one peer-to-peer system with no special roles.
 //!
-//! Owns: the local channel (`/run/tessera/hub.sock`), the hub's HTTPS API, hub-to-hub links
+//! Owns: the local channel (`/run/tessera/hub/hub.sock`), the hub's HTTPS API, hub-to-hub links
 //! and the hub's gossip state. Must not touch: other agents' files or sockets, certificates
 //! (it uses the identity it is given), the firewall.
 //!

@@ -13,6 +13,7 @@
 //! restart = "always"                           # "no", "on-failure" or "always" (default)
 //! net = "bridge"                               # "bridge" (default), "none" (lo only) or "host"
 //! ports = [{ host = 8080, container = 80, scope = "cluster" }]   # bridge only; protocol = "tcp"
+//! hub = true                                   # the node's hub socket inside (components)
 //!
 //! [container_network]                          # optional
 //! subnet = "10.88.0.0/24"                      # the bridge's IPv4 network (/16-/29; default)
@@ -53,6 +54,10 @@ pub struct Container {
     pub net: Net,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
+    /// The node's component hub inside the container: its local socket directory bound at
+    /// the same path, so that a component in the container serves and calls through the hub.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hub: bool,
 }
 
 /// A host port published to a port of the container, reachable from `scope`.
@@ -288,6 +293,8 @@ pub(super) struct RawContainer {
     restart: Option<Restart>,
     net: Option<Net>,
     ports: Option<Spanned<Vec<Port>>>,
+    #[serde(default)]
+    hub: bool,
 }
 
 /// Completes the declared containers: required keys, unique names, bounds.
@@ -420,6 +427,7 @@ pub(super) fn finish(
             restart: r.restart.unwrap_or_default(),
             net,
             ports,
+            hub: r.hub,
         });
     }
     Ok(out)
@@ -449,6 +457,9 @@ pub(super) fn summary(containers: &[Container], line: &mut dyn FnMut(&str, Strin
         }
         line(&k("restart"), format!("{:?}", c.restart.as_str()));
         line(&k("net"), format!("{:?}", c.net.as_str()));
+        if c.hub {
+            line(&k("hub"), "true".into());
+        }
         for (j, p) in c.ports.iter().enumerate() {
             line(
                 &k(&format!("ports[{j}]")),
@@ -534,7 +545,7 @@ mod tests {
     #[test]
     fn published_ports_and_the_container_network_read_back_identically() {
         let text = doc(&format!(
-            "[container_network]\nsubnet = \"10.99.0.0/16\"\n\n[[containers]]\nname = \"web\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 8080, container = 80, scope = \"cluster\" }}, {{ host = 5353, container = 53, protocol = \"udp\", scope = \"node-local\" }}]\n"
+            "[container_network]\nsubnet = \"10.99.0.0/16\"\n\n[[containers]]\nname = \"web\"\nimage = \"/x\"\nsha256 = \"{SHA}\"\nports = [{{ host = 8080, container = 80, scope = \"cluster\" }}, {{ host = 5353, container = 53, protocol = \"udp\", scope = \"node-local\" }}]\nhub = true\n"
         ));
         let c = parse(text.as_bytes()).unwrap();
         let ports = &c.containers[0].ports;
@@ -546,6 +557,7 @@ mod tests {
             "tcp is the default"
         );
         assert_eq!(ports[1].scope, super::PortScope::NodeLocal);
+        assert!(c.containers[0].hub);
         assert_eq!(
             c.container_network.unwrap().subnet.to_string(),
             "10.99.0.0/16"
