@@ -13,10 +13,29 @@ use crate::host;
 /// A bundle tar in `dir`: busybox and its applets as rootfs/, config.json from the agent's
 /// default spec running `echo default`.
 pub fn busybox_bundle(dir: &Path) -> PathBuf {
+    bundle_with(dir, &[])
+}
+
+/// [`busybox_bundle`] with the node's static `tessera` binary as /sbin/tessera: a container
+/// that runs a component of the hub (`tessera hub component serve`).
+pub fn component_bundle(dir: &Path) -> PathBuf {
+    bundle_with(dir, &[(crate::tessera_node_bin(), "sbin/tessera")])
+}
+
+/// A busybox bundle with extra host files copied into the rootfs (`(source, path in rootfs)`).
+pub fn bundle_with(dir: &Path, extra: &[(PathBuf, &str)]) -> PathBuf {
     let root = dir.join("bundle");
     let rootfs = root.join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "etc", "tmp"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    for (source, path) in extra {
+        let target = rootfs.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::copy(source, &target)
+            .unwrap_or_else(|e| panic!("copy {} into the bundle: {e}", source.display()));
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
         .expect("/bin/busybox (Debian's busybox-static, installed by scripts/install-deps.sh)");

@@ -122,11 +122,14 @@ impl Source for CmdlineSource {
         // Bad values on the command line are reported before anything is fetched.
         overlay(&self.args).map_err(|e| invalid("kernel command line", e))?;
         let Some(url) = config_url(&self.args) else {
+            // Alone, or over a NoCloud document (the pass decides).
+            let over = overlay(&self.args).map_err(|e| invalid("kernel command line", e))?;
             return config_from_args(&self.args)
                 .map(|c| {
                     c.map(|config| Fetched {
                         config,
                         detail: "kernel command line".into(),
+                        overlay: Some(over),
                     })
                 })
                 .map_err(|e| invalid("kernel command line", e));
@@ -145,6 +148,7 @@ impl Source for CmdlineSource {
         Ok(Some(Fetched {
             config,
             detail: format!("{url} + kernel command line"),
+            overlay: None,
         }))
     }
 }

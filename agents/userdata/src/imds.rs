@@ -181,6 +181,7 @@ impl Source for ImdsSource {
         Ok(Some(Fetched {
             config,
             detail: url.to_string(),
+            overlay: None,
         }))
     }
 }

@@ -170,6 +170,10 @@ impl Source for NoCloudSource {
         "nocloud"
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn fetch(&self, events: &Events) -> Result<Option<Fetched>, SourceError> {
         let volumes = scan(&self.sys_block, &self.dev_dir, events);
         let Some(volume) = volumes.first() else {
@@ -232,7 +236,11 @@ impl Source for NoCloudSource {
         if let Some(id) = instance_id {
             detail.push_str(&format!(", instance-id {id}"));
         }
-        Ok(Some(Fetched { config, detail }))
+        Ok(Some(Fetched {
+            config,
+            detail,
+            overlay: None,
+        }))
     }
 }
 

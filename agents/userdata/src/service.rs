@@ -435,6 +435,7 @@ mod tests {
         let fetched = Fetched {
             config: crate::schema::parse(text.as_bytes()).unwrap(),
             detail: "test".into(),
+            overlay: None,
         };
         write_config(&path, "test", &fetched, Some(ring)).unwrap();
         let written = std::fs::read_to_string(&path).unwrap();
