@@ -10,7 +10,6 @@
 //! (scripts/demo.sh).
 
 #[path = "../../../agents/userdata/tests/common/mod.rs"]
-#[allow(dead_code)] // the demo needs only the NoCloud seed of the userdata test helpers
 mod userdata_helpers;
 
 use std::time::{Duration, Instant};
