@@ -245,13 +245,21 @@ enum Action {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Whether the first argument is one of the CLI's commands: then `tessera` is PID 1 of a
+/// container running, say, `tessera hub component serve`, not the node's init (which the
+/// kernel starts with no argument, or with kernel-command-line words that are no command).
+fn names_a_command(first: Option<String>) -> bool {
+    use clap::CommandFactory;
+    first.is_some_and(|f| Cli::command().get_subcommands().any(|c| c.get_name() == f))
+}
+
 fn main() -> ExitCode {
     let argv0 = std::env::args_os()
         .next()
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    if std::process::id() == 1 || argv0 == "init" {
+    if argv0 == "init" || (std::process::id() == 1 && !names_a_command(std::env::args().nth(1))) {
         pid1::main();
     }
     if argv0 == "request-key" {
@@ -472,4 +480,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod pid1_tests {
+    use super::names_a_command;
+
+    #[test]
+    fn only_a_cli_command_keeps_pid_1_out_of_init_mode() {
+        assert!(names_a_command(Some("hub".into())));
+        assert!(names_a_command(Some("container".into())));
+        assert!(
+            !names_a_command(None),
+            "the kernel starts init with no argument"
+        );
+        assert!(
+            !names_a_command(Some("splash".into())),
+            "a stray kernel word is no command"
+        );
+    }
 }
