@@ -4,11 +4,15 @@
 //!
 //! - `disks`: what a VM is handed besides its data disk: OCI bundles made from Debian's
 //!   busybox-static, and Debian's crun with its shared libraries, on one ext4 image (the
-//!   end-to-end differential test uses the same disk).
+//!   end-to-end differential test uses the same disk);
+//! - `conditions`: load average, CPU model and QEMU version of the run;
+//! - `container`: `tessera bench container` (issue 9 §5).
 //!
 //! It must not be linked into the node build (`tessera-node`): init depends on it only under
 //! its `host` feature.
 
+pub mod conditions;
+pub mod container;
 pub mod disks;
 
 /// Median of `v` (sorted in place); `None` when empty.

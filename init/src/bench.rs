@@ -37,6 +37,8 @@ pub enum BenchCommand {
     Hub(tessera_hub::bench::HubBenchArgs),
     /// Node agent: snapshot latency (ours vs the btrfs and LVM CLIs), service start-up, RSS.
     Node(crate::bench_node::NodeBenchArgs),
+    /// Container agent: create+start+wait+delete ours vs crun, template clone, agent and shim RSS.
+    Container(tessera_bench::container::ContainerBenchArgs),
 }
 
 /// One boot of the Tessera image.
@@ -58,6 +60,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Identity(args) => return tessera_certmgr::bench::bench(args),
         BenchCommand::Hub(args) => return tessera_hub::bench::run(args),
         BenchCommand::Node(args) => return crate::bench_node::run(args),
+        BenchCommand::Container(args) => return tessera_bench::container::run(args),
     };
     if args.runs == 0 {
         bail!("--runs must be at least 1");
