@@ -6,14 +6,18 @@
 //!   busybox-static, and Debian's crun with its shared libraries, on one ext4 image (the
 //!   end-to-end differential test uses the same disk);
 //! - `conditions`: load average, CPU model and QEMU version of the run;
+//! - `boot`: `tessera bench boot` (the image against the busybox floor);
+//! - `node`: `tessera bench node` (the node agent's snapshots, start-up and RSS);
 //! - `container`: `tessera bench container` (issue 9 §5).
 //!
 //! It must not be linked into the node build (`tessera-node`): init depends on it only under
 //! its `host` feature.
 
+pub mod boot;
 pub mod conditions;
 pub mod container;
 pub mod disks;
+pub mod node;
 
 /// Median of `v` (sorted in place); `None` when empty.
 pub fn median(v: &mut [f64]) -> Option<f64> {
