@@ -259,8 +259,10 @@ fn run_ours(vm: &Vm, name: &str) -> String {
     let container = format!("p-{name}");
     sh(
         vm,
+        // --net none: the bundle's own network namespace with lo only, as crun makes it (the
+        // agent's default, bridge, adds a veth and the node's DNS, which crun knows nothing of).
         &format!(
-            "tessera container create {container} --template {} --start",
+            "tessera container create {container} --template {} --net none --start",
             &digest[7..19]
         ),
     );

@@ -71,8 +71,9 @@ fn spread(v: &mut [f64]) -> (f64, f64, f64) {
 
 fn ours_cycle(template: &str, name: &str) -> anyhow::Result<Duration> {
     let t = Instant::now();
+    // net none: the bundle's own network namespace with lo only, as `crun run` makes it.
     call(json!({"op": "create", "name": name, "template": template,
-        "args": ["/bin/true"], "start": true}))?;
+        "args": ["/bin/true"], "net": "none", "start": true}))?;
     loop {
         let v = call(json!({"op": "inspect", "name": name}))?;
         if v["state"] == "exited" {
@@ -178,7 +179,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Per-container overhead: sleeping containers, their shims, the agent's growth.
     for i in 0..args.sleepers {
         call(json!({"op": "create", "name": format!("bench-sleep-{i}"),
-            "template": template.digest, "args": ["/bin/sleep", "3600"], "start": true}))?;
+            "template": template.digest, "args": ["/bin/sleep", "3600"], "net": "none",
+            "start": true}))?;
     }
     std::thread::sleep(Duration::from_secs(2));
     let shims = pids_running(&["container", "shim"]);
