@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR := never
 # One-shot builds gain nothing from incremental state, which grew to gigabytes per build.
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub bench-node lock clean
+.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub bench-node bench-container lock clean
 
 all: image
 
@@ -60,7 +60,7 @@ endif
 console: image
 	$(BIN) vm run --boot kernel --interactive
 
-bench: bench-boot bench-ca bench-identity bench-hub bench-node
+bench: bench-boot bench-ca bench-identity bench-hub bench-node bench-container
 
 bench-boot: image
 	$(BIN) bench boot --runs 5
@@ -85,6 +85,12 @@ bench-hub: build
 # lvm2 CLIs in the same VM and run; node-agent service start-up and RSS at idle.
 bench-node: image
 	$(BIN) bench node --runs 3
+
+# Container agent: create+start+wait+delete of /bin/true through the agent's socket against
+# Debian's crun 1.8.1 (`crun run`, shipped to the VM on a disk) in the same VM and run; template
+# clone time; the agent's idle RSS and the per-container shim's.
+bench-container: image
+	$(BIN) bench container --runs 20
 
 # Re-pin the Debian packages of the image to the current apt candidates.
 lock: build

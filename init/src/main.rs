@@ -10,8 +10,6 @@ use tessera_init::{cli, klog, pid1};
 
 #[cfg(feature = "host")]
 mod bench;
-#[cfg(feature = "host")]
-mod bench_node;
 mod identity_cli;
 
 #[derive(Parser)]

@@ -112,6 +112,9 @@ pub enum ContainerCommand {
     Inspect {
         name: String,
     },
+    /// Benchmark on this node (`make bench-container` runs it): create+start+wait+delete of
+    /// /bin/true, ours against `crun run` of the same bundle, template clone, RSS.
+    Bench(crate::bench::BenchArgs),
     /// The container's stdout and stderr; -f follows.
     Logs {
         name: String,
@@ -270,6 +273,7 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContainerCommand::Logs { name, follow, json } => logs(&name, follow, json),
+        ContainerCommand::Bench(args) => crate::bench::run(args),
         ContainerCommand::Exec { name, env, args } => {
             crate::instances::check_name(&name)?;
             // The agent says whether it exists; the exec itself runs in this process.

@@ -15,12 +15,14 @@
 //! - `network`: the node's container bridge, each container's veth pair, DNS and published
 //!   ports (through the firewall service);
 //! - `protocol` and `service`: `tessera agent container` and its root-only socket;
-//! - `cli`: `tessera container …`.
+//! - `cli`: `tessera container …`;
+//! - `bench`: the guest half of `make bench-container` (ours vs crun, clone, RSS).
 //!
 //! It must not touch the data disk except through the storage service, nor the firewall except
 //! through the firewall service; it never forks from a multi-threaded process without exec.
 
 pub mod archive;
+pub mod bench;
 pub mod cli;
 pub mod declared;
 pub mod image;

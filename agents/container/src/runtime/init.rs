@@ -5,8 +5,8 @@
 //! 1. joins the namespaces that name a path, makes its cgroup namespace, brings `lo` up in a
 //!    new network namespace;
 //! 2. builds the filesystem (`mounts`, `devices`): propagation, rootfs bind, `mounts`, /dev;
-//!    sets the hostname; switches root (pivot_root, or MS_MOVE + chroot on an initramfs);
-//!    sysctls; read-only and masked paths; a read-only root;
+//!    sets the hostname; masks paths; switches root (pivot_root, or MS_MOVE + chroot on an
+//!    initramfs); sysctls; read-only paths; a read-only root;
 //! 3. compiles the seccomp filter, applies rlimits and oom_score_adj while it still may,
 //!    then takes the user's identity (supplementary groups, gid, uid, keeping the capability
 //!    sets across the change), applies the capability sets, the umask, no_new_privs and cwd,
@@ -130,6 +130,12 @@ fn run(
         &cfg,
     )?;
 
+    // Before the switch: files are masked with the node's /dev/null, as crun does, which the
+    // switch puts out of reach.
+    mounts::mask(
+        &cfg.rootfs,
+        linux.masked_paths().as_deref().unwrap_or_default(),
+    )?;
     let root_switch = mounts::switch_root(&cfg.rootfs)?;
     for (key, value) in linux.sysctl().iter().flatten() {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
@@ -139,7 +145,6 @@ fn run(
         })?;
     }
     mounts::make_readonly(linux.readonly_paths().as_deref().unwrap_or_default())?;
-    mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
     if spec
         .root()
         .as_ref()
@@ -361,7 +366,13 @@ impl Exec {
                 .detail("it is empty")
                 .hint("give the program to run in process.args"));
         };
-        let env = process.env().clone().unwrap_or_default();
+        let mut env = process.env().clone().unwrap_or_default();
+        // As crun: without HOME in process.env, the user's home from the container's
+        // /etc/passwd, else "/".
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            env.push(format!("HOME={}", home_of(&passwd, process.user().uid())));
+        }
         let path_var = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -379,6 +390,15 @@ impl Exec {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// The home directory of `uid` in passwd(5) text; "/" when it has none.
+fn home_of(passwd: &str, uid: u32) -> &str {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && f[2].parse() == Ok(uid))
+        .map_or("/", |f| f[5])
 }
 
 fn executable(path: &Path) -> Result<(), Errno> {
@@ -427,4 +447,17 @@ fn reset_signals() {
         None,
     );
     let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn home_comes_from_passwd_or_is_the_root() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nbad line\nprobe:x:1000:1000::/home/probe:/bin/sh\n";
+        assert_eq!(super::home_of(passwd, 0), "/root");
+        assert_eq!(super::home_of(passwd, 1000), "/home/probe");
+        assert_eq!(super::home_of(passwd, 7), "/");
+        assert_eq!(super::home_of("", 0), "/");
+    }
 }

@@ -1,7 +1,8 @@
 //! The container's filesystem, set up by the container init in its new mount namespace:
 //! propagation of "/", the rootfs bound onto itself, config.json's `mounts` in order (the
-//! runc/crun meaning of each option), the switch into the rootfs (pivot_root, or on an
-//! initramfs node root MS_MOVE + chroot), then masked and read-only paths and a read-only root.
+//! runc/crun meaning of each option), masked paths (before the switch: files are masked with
+//! the node's /dev/null, as crun does), the switch into the rootfs (pivot_root, or on an
+//! initramfs node root MS_MOVE + chroot), then read-only paths and a read-only root.
 //!
 //! Destinations are resolved inside the rootfs, following its symlinks as if the rootfs were
 //! "/", so a symlink in an image cannot point a mount at the node's files.
@@ -401,10 +402,13 @@ pub fn switch_root(rootfs: &Path) -> Result<RootSwitch, StepError> {
     }
 }
 
-/// Hides each existing path: /dev/null over a file, an empty read-only tmpfs over a directory.
-pub fn mask(paths: &[String]) -> Result<(), StepError> {
+/// Hides each existing path (resolved inside `rootfs`, before the root switch) as crun does:
+/// the node's /dev/null bound read-only over a file, an empty read-only tmpfs (`size=0k`) over
+/// a directory.
+pub fn mask(rootfs: &Path, paths: &[String]) -> Result<(), StepError> {
     for p in paths {
-        let meta = match std::fs::symlink_metadata(p) {
+        let target = resolve_in_root(rootfs, Path::new(p));
+        let meta = match std::fs::symlink_metadata(&target) {
             Ok(m) => m,
             Err(_) => continue,
         };
@@ -412,25 +416,31 @@ pub fn mask(paths: &[String]) -> Result<(), StepError> {
         if meta.is_dir() {
             mount(
                 Some("tmpfs"),
-                p.as_str(),
+                &target,
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
-                NONE,
+                Some("size=0k"),
             )
+            .map_err(|e| fail(step, e))?;
         } else {
-            mount(Some("/dev/null"), p.as_str(), NONE, MsFlags::MS_BIND, NONE)
+            mount(Some("/dev/null"), &target, NONE, MsFlags::MS_BIND, NONE)
+                .map_err(|e| fail(&step, e))?;
+            remount_readonly(&target, &step)?;
         }
-        .map_err(|e| fail(step, e))?;
     }
     Ok(())
 }
 
-/// Remounts a bind of `path` read-only, with nosuid, nodev and noexec when the kernel lets.
+/// Remounts a bind of `path` read-only with no other flag, as crun does (a nosuid the source
+/// mount had is cleared); where the kernel refuses to clear a locked flag (EPERM), with the
+/// flags the mount has.
 fn remount_readonly(path: &Path, step: &str) -> Result<(), StepError> {
-    let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept_flags(path);
-    let strict = base | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(NONE, path, NONE, strict, NONE)
-        .or_else(|_| mount(NONE, path, NONE, base, NONE))
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    mount(NONE, path, NONE, flags, NONE)
+        .or_else(|e| match e {
+            Errno::EPERM => mount(NONE, path, NONE, flags | kept_flags(path), NONE),
+            e => Err(e),
+        })
         .map_err(|e| fail(step, e))
 }
 

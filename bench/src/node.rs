@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
-use crate::bench::median;
+use crate::boot::median;
 
 #[derive(clap::Args, Debug)]
 pub struct NodeBenchArgs {

@@ -1,0 +1,44 @@
+//! Host side of Tessera's benchmarks (operator tools, never in the node image): boot the image
+//! in QEMU with the disks a benchmark needs, run the benchmark's guest half on the console,
+//! parse its result line, and print the figures with the conditions of the run.
+//!
+//! - `disks`: what a VM is handed besides its data disk: OCI bundles made from Debian's
+//!   busybox-static, and Debian's crun with its shared libraries, on one ext4 image (the
+//!   end-to-end differential test uses the same disk);
+//! - `conditions`: load average, CPU model and QEMU version of the run;
+//! - `boot`: `tessera bench boot` (the image against the busybox floor);
+//! - `node`: `tessera bench node` (the node agent's snapshots, start-up and RSS);
+//! - `container`: `tessera bench container` (issue 9 §5).
+//!
+//! It must not be linked into the node build (`tessera-node`): init depends on it only under
+//! its `host` feature.
+
+pub mod boot;
+pub mod conditions;
+pub mod container;
+pub mod disks;
+pub mod node;
+
+/// Median of `v` (sorted in place); `None` when empty.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&mut []), None);
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+}
