@@ -73,6 +73,13 @@ pub enum ContainerCommand {
         /// Start it too.
         #[arg(long)]
         start: bool,
+        /// A certmgr certificate for this subsystem at every start (agent id: the name),
+        /// handed to the process as a one-time token on fd 3 (TESSERA_IDENTITY_FD).
+        #[arg(long, value_name = "SUBSYSTEM")]
+        identity: Option<String>,
+        /// Capabilities of that certificate (subsystems it may request), comma-separated.
+        #[arg(long, value_delimiter = ',', requires = "identity")]
+        identity_capabilities: Vec<String>,
         /// The program and its arguments, replacing the template's process.args.
         #[arg(last = true)]
         args: Vec<String>,
@@ -213,10 +220,16 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             publish,
             hub,
             start,
+            identity,
+            identity_capabilities,
             args,
         } => {
             let mut req = json!({"op": "create", "name": name, "template": template, "env": env,
                 "restart": restart, "net": net, "ports": publish, "hub": hub, "start": start});
+            if let Some(subsystem) = identity {
+                req["identity"] =
+                    json!({"subsystem": subsystem, "capabilities": identity_capabilities});
+            }
             if !args.is_empty() {
                 req["args"] = json!(args);
             }
