@@ -294,13 +294,22 @@ fn check_holder(holder: &PeerIdentity, req: &ChildRequest) -> Result<(), ApiErro
     Ok(())
 }
 
-/// Whether `pid` is in certmgr's own PID namespace (not in a container's).
+/// Whether `pid` is in certmgr's own PID namespace (not in a container's, nested below it):
+/// the number of PID namespaces it has a pid in (`NSpid:` of /proc/<pid>/status, readable
+/// without ptrace access, unlike /proc/<pid>/ns/pid) is certmgr's own.
 fn same_pid_namespace(pid: u32) -> bool {
+    let depth = |path: String| {
+        std::fs::read_to_string(path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|v| v.split_whitespace().count())
+        })
+    };
     match (
-        std::fs::read_link(format!("/proc/{pid}/ns/pid")),
-        std::fs::read_link("/proc/self/ns/pid"),
+        depth(format!("/proc/{pid}/status")),
+        depth("/proc/self/status".into()),
     ) {
-        (Ok(theirs), Ok(mine)) => theirs == mine,
+        (Some(theirs), Some(mine)) => theirs == mine,
         _ => false,
     }
 }

@@ -182,6 +182,10 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             );
             for c in v["containers"].as_array().into_iter().flatten() {
                 let state = match (&c["state"], &c["exit"]) {
+                    // Killed by the OOM killer (memory.events oom_kill): say so, not just 9.
+                    (s, Value::Object(e)) if e.get("oom_killed") == Some(&Value::Bool(true)) => {
+                        format!("{}(oom)", s.as_str().unwrap_or(""))
+                    }
                     (s, Value::Object(e)) => format!(
                         "{}({})",
                         s.as_str().unwrap_or(""),
