@@ -98,7 +98,7 @@ fn logs_with(vm: &Vm, name: &str, want: &str) -> String {
         vm,
         &format!("tessera container logs {name}"),
         SETTLE,
-        |out| out.contains(want) || out.contains("IDENTITY-FAILED"),
+        |out| out.contains(want) || out.contains("stdout: IDENTITY-FAILED"),
     )
 }
 
@@ -156,10 +156,10 @@ fn a_container_redeems_its_identity_from_fd_3_and_no_secret_is_left_behind() {
     sh(
         &vm,
         &format!(
-            "tessera container create web --template {template} --identity web --start -- /bin/sh -c 'echo ENV; env; echo ENDENV; echo ARGV $(tr \"\\0\" \" \" < /proc/self/cmdline); grep Seccomp: /proc/self/status; tessera identity fetch --mtls || echo IDENTITY-FAILED; echo REDEEMED; sleep 600'"
+            "tessera container create web --template {template} --identity web --start -- /bin/sh -c 'echo ENV; env; echo ENDENV; echo ARGV $(tr \"\\0\" \" \" < /proc/1/cmdline); grep Seccomp: /proc/self/status; tessera identity fetch --mtls || echo IDENTITY-FAILED; echo REDEEMED; sleep 600'"
         ),
     );
-    let logs = logs_with(&vm, "web", "REDEEMED");
+    let logs = logs_with(&vm, "web", "stdout: REDEEMED");
     let mtls = logs
         .lines()
         .find(|l| l.contains("IDENTITY-MTLS "))
@@ -197,6 +197,13 @@ fn a_container_redeems_its_identity_from_fd_3_and_no_secret_is_left_behind() {
         !env.iter().any(|v| v.contains("tessera:identity")),
         "{logs}"
     );
+    // argv: what the operator gave, nothing added.
+    let argv = logs
+        .lines()
+        .find_map(|l| l.split("stdout: ARGV ").nth(1))
+        .unwrap_or_else(|| panic!("no ARGV line:\n{logs}"));
+    assert!(argv.starts_with("/bin/sh -c echo ENV;"), "{argv}");
+    assert!(argv.trim_end().ends_with("sleep 600"), "{argv}");
     // The CA issued it to this node, with the container's name.
     let issued = ca.list();
     assert!(

@@ -126,7 +126,7 @@ mod tests {
             .filter(|(n, _)| n == "keyctl")
             .filter_map(|(_, v)| *v)
             .collect();
-        assert_eq!(ops, vec![0, 6, 10, 11, 24, 27]);
+        assert_eq!(ops, vec![0, 6, 10, 11, 24, 26, 27]);
         assert_eq!(
             allowed
                 .iter()

@@ -550,7 +550,8 @@ pub fn default_profile(caps: &Capabilities) -> LinuxSeccomp {
 /// keyctl(2) operations a container with an identity needs to redeem its token and use the
 /// key (agents/certmgr fetch.rs and tessera-identity's keys): find its process keyring
 /// (GET_KEYRING_ID), read the certificate chain and find the private key (DESCRIBE, SEARCH,
-/// READ), and sign with a kernel-held RSA key (PKEY_QUERY, PKEY_SIGN). Nothing that adds,
+/// READ), and sign with a kernel-held RSA key (PKEY_QUERY; PKEY_DECRYPT, the raw private-key
+/// operation tessera-identity signs RSA-PSS with; PKEY_SIGN). Nothing that adds,
 /// links, grants or changes keys or keyrings (add_key, JOIN_SESSION_KEYRING, SETPERM,
 /// CHOWN, LINK, INSTANTIATE, …).
 pub const IDENTITY_KEYCTL_OPS: &[(&str, u64)] = &[
@@ -559,6 +560,7 @@ pub const IDENTITY_KEYCTL_OPS: &[(&str, u64)] = &[
     ("KEYCTL_SEARCH", 10),
     ("KEYCTL_READ", 11),
     ("KEYCTL_PKEY_QUERY", 24),
+    ("KEYCTL_PKEY_DECRYPT", 26),
     ("KEYCTL_PKEY_SIGN", 27),
 ];
 
