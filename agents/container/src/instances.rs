@@ -104,9 +104,13 @@ pub enum InstanceError {
     Exists(String),
     #[error("no container named {0}; `tessera container list` shows them")]
     NotFound(String),
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error("{what} {path}: {source}")]
     Io {

@@ -40,9 +40,13 @@ pub struct Template {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Import(#[from] ImportError),
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(
         "cannot read {path}: {source}; check the path (the agent reads it as root on the node)"
@@ -265,5 +269,12 @@ mod tests {
         assert!(name.len() <= 64);
         let staging = staging_name(&digest);
         assert!(staging.len() <= 64 && staging.ends_with("-new") && staging != name);
+    }
+
+    #[test]
+    fn a_refusal_reads_once_in_the_clis_error_chain() {
+        let e = anyhow::Error::from(TemplateError::from(ImportError::MissingConfig));
+        let shown = format!("{e:#}");
+        assert_eq!(shown.matches("config.json missing").count(), 1, "{shown}");
     }
 }
