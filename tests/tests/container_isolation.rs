@@ -295,6 +295,12 @@ fn hostile_archives_are_refused_and_leave_nothing(vm: &Vm, at: &[(u64, u64)], go
             "{name}: wanted {reason:?}, got:\n{}",
             out.output
         );
+        assert_eq!(
+            out.output.matches(reason).count(),
+            1,
+            "{name}: the reason is said once:\n{}",
+            out.output
+        );
     }
     assert_eq!(
         json(&sh(vm, "tessera container templates --json")),
