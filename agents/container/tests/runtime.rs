@@ -647,7 +647,6 @@ fn the_container_outlives_a_sigkill_of_its_creator() {
             cgroup_parent: None,
             net: NetMode::None,
             identity: None,
-            identity: None,
         })
         .unwrap();
         runtime::start(Path::new(state)).unwrap();
