@@ -60,17 +60,19 @@ fn boot_node(ca: &HostCa, dir: &Path) -> Vm {
         "--capabilities",
         "node,container,hub,web",
     ]);
-    // The CA and the data disk in one NoCloud document (a kernel command line naming the CA
-    // would be the node's whole configuration, without [storage]).
+    // The CA, the data disk and a declared container with an identity in one NoCloud
+    // document (a kernel command line naming the CA would be the node's whole configuration).
+    let tar = bundle_with_tessera(dir);
     let seed = nocloud_seed(
         dir,
         &format!(
-            "version = 1\n\n[node]\nhostname = \"{NODE}\"\n\n[ca]\nurl = \"https://10.0.2.2:{}\"\nfingerprint = \"{}\"\ntoken = \"{token}\"\n\n[storage]\nbackend = \"btrfs\"\ndevice = \"/dev/vdb\"\n",
-            ca.port, ca.fingerprint
+            "version = 1\n\n[node]\nhostname = \"{NODE}\"\n\n[ca]\nurl = \"https://10.0.2.2:{}\"\nfingerprint = \"{}\"\ntoken = \"{token}\"\n\n[storage]\nbackend = \"btrfs\"\ndevice = \"/dev/vdb\"\n\n[[containers]]\nname = \"decl\"\nimage = \"/dev/vdc\"\nsha256 = \"{}\"\nrestart = \"no\"\nargs = [\"/bin/tessera\", \"identity\", \"fetch\", \"--mtls\"]\nidentity = {{ subsystem = \"web\" }}\n",
+            ca.port,
+            ca.fingerprint,
+            tessera_e2e::bundle::sha256_of(&tar)
         ),
     );
     let data = data_disk(dir, "3G");
-    let tar = bundle_with_tessera(dir);
     let vm = boot_with_disks(
         &default_image(),
         BootMode::Kernel,
@@ -138,13 +140,26 @@ fn assert_only_the_binarys_probe_key(out: &str) {
     }
 }
 
+/// A container declared in user-data with `identity = { subsystem = "web" }` gets its
+/// certificate the same way, with no operator action.
+fn declared_container_holds_its_identity(vm: &Vm) {
+    let logs = logs_with(vm, "decl", "IDENTITY-MTLS ");
+    assert!(
+        logs.contains(&format!("server_saw=\"DC=prod, O=web, OU={NODE}, UID=decl")),
+        "{logs}"
+    );
+}
+
 #[test]
 fn a_container_redeems_its_identity_from_fd_3_and_no_secret_is_left_behind() {
     let ca = HostCa::start("container-identity");
     let dir = test_dir("container-identity");
     let vm = boot_node(&ca, &dir);
+    // The declared container's start imported the archive; the operator's import of the same
+    // bytes is then a no-op.
+    declared_container_holds_its_identity(&vm);
     let imported = sh(&vm, "tessera container import /dev/vdc");
-    assert!(imported.contains("imported /dev/vdc (bundle"), "{imported}");
+    assert!(imported.contains("already imported"), "{imported}");
     let templates = json(&sh(&vm, "tessera container templates --json"));
     let digest = templates["templates"][0]["digest"]
         .as_str()
