@@ -61,7 +61,8 @@ pub enum Request {
         #[serde(default)]
         start: bool,
         #[serde(default)]
-        identity: Option<crate::identity::IdentitySpec>,
+        // Boxed: the variant is large enough already.
+        identity: Option<Box<crate::identity::IdentitySpec>>,
     },
     Start {
         name: String,
@@ -113,7 +114,7 @@ impl Request {
                 pids_max: *pids_max,
                 cpu_percent: *cpu_percent,
                 hub: *hub,
-                identity: identity.clone(),
+                identity: identity.as_deref().cloned(),
             },
             _ => Overrides::default(),
         }
