@@ -90,8 +90,16 @@ fn boot_node(ca: &HostCa, dir: &Path) -> Vm {
     vm
 }
 
+/// The JSON a command printed; log lines the console mixes in (the kernel's OOM report,
+/// mirrored while the node boots) are left out: the document starts with a line `{`.
 fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with('{'))
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// The container's log once it holds `want` (a declared container may not exist yet).

@@ -24,8 +24,16 @@ use userdata_helpers::nocloud_seed;
 
 const SETTLE: Duration = Duration::from_secs(180);
 
+/// The JSON a command printed; log lines the console mixes in (the kernel's OOM report,
+/// mirrored while the node boots) are left out: the document starts with a line `{`.
 fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with('{'))
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// The hostile archives, each a name, the tar and the reason the import must give.
