@@ -250,7 +250,14 @@ fn authorize_child(
     if let Some(holder) = ctx.peers.identity_of(caller.pid) {
         return check_holder(&holder, req).map(|()| "identity holder");
     }
-    if ctx.allow_operator && caller.uid == 0 && has_capability(caller.pid, CAP_SYS_PTRACE) {
+    // The operator's shell and the node's root agents (the container agent asks for its
+    // containers' identities this way). Not a process in a container's PID namespace, even
+    // one granted CAP_SYS_PTRACE: it cannot reach certmgr's memory, so it is no operator.
+    if ctx.allow_operator
+        && caller.uid == 0
+        && has_capability(caller.pid, CAP_SYS_PTRACE)
+        && same_pid_namespace(caller.pid)
+    {
         return Ok("operator");
     }
     Err(ApiError::new(
@@ -285,6 +292,26 @@ fn check_holder(holder: &PeerIdentity, req: &ChildRequest) -> Result<(), ApiErro
         ));
     }
     Ok(())
+}
+
+/// Whether `pid` is in certmgr's own PID namespace (not in a container's, nested below it):
+/// the number of PID namespaces it has a pid in (`NSpid:` of /proc/<pid>/status, readable
+/// without ptrace access, unlike /proc/<pid>/ns/pid) is certmgr's own.
+fn same_pid_namespace(pid: u32) -> bool {
+    let depth = |path: String| {
+        std::fs::read_to_string(path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|v| v.split_whitespace().count())
+        })
+    };
+    match (
+        depth(format!("/proc/{pid}/status")),
+        depth("/proc/self/status".into()),
+    ) {
+        (Some(theirs), Some(mine)) => theirs == mine,
+        _ => false,
+    }
 }
 
 /// capability.h: a process with it may read any other process's memory.
@@ -445,5 +472,14 @@ mod holder_tests {
         );
         let more = check_holder(&agent, &req("container", "c1", &["web", "node"])).unwrap_err();
         assert!(more.reason.contains("\"node\""), "{}", more.reason);
+    }
+
+    #[test]
+    fn only_processes_of_certmgrs_pid_namespace_can_be_operators() {
+        assert!(super::same_pid_namespace(std::process::id()));
+        assert!(
+            !super::same_pid_namespace(u32::MAX),
+            "an unknown process is no operator"
+        );
     }
 }

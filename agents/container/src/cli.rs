@@ -73,6 +73,13 @@ pub enum ContainerCommand {
         /// Start it too.
         #[arg(long)]
         start: bool,
+        /// A certmgr certificate for this subsystem at every start (agent id: the name),
+        /// handed to the process as a one-time token on fd 3 (TESSERA_IDENTITY_FD).
+        #[arg(long, value_name = "SUBSYSTEM")]
+        identity: Option<String>,
+        /// Capabilities of that certificate (subsystems it may request), comma-separated.
+        #[arg(long, value_delimiter = ',', requires = "identity")]
+        identity_capabilities: Vec<String>,
         /// The program and its arguments, replacing the template's process.args.
         #[arg(last = true)]
         args: Vec<String>,
@@ -178,6 +185,10 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             );
             for c in v["containers"].as_array().into_iter().flatten() {
                 let state = match (&c["state"], &c["exit"]) {
+                    // Killed by the OOM killer (memory.events oom_kill): say so, not just 9.
+                    (s, Value::Object(e)) if e.get("oom_killed") == Some(&Value::Bool(true)) => {
+                        format!("{}(oom)", s.as_str().unwrap_or(""))
+                    }
                     (s, Value::Object(e)) => format!(
                         "{}({})",
                         s.as_str().unwrap_or(""),
@@ -216,10 +227,16 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             publish,
             hub,
             start,
+            identity,
+            identity_capabilities,
             args,
         } => {
             let mut req = json!({"op": "create", "name": name, "template": template, "env": env,
                 "restart": restart, "net": net, "ports": publish, "hub": hub, "start": start});
+            if let Some(subsystem) = identity {
+                req["identity"] =
+                    json!({"subsystem": subsystem, "capabilities": identity_capabilities});
+            }
             if !args.is_empty() {
                 req["args"] = json!(args);
             }

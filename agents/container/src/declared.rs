@@ -19,6 +19,7 @@ use tessera_userdata::http::{self, HttpError, HttpUrl};
 use tessera_userdata::schema::{Container, ImageSource};
 
 use crate::archive::Limits;
+use crate::identity::IdentitySpec;
 use crate::instances::{self, InstanceError, New, Overrides, Record, RestartPolicy};
 use crate::runtime;
 use crate::service::{lock, Agent, DEFAULT_GRACE};
@@ -55,6 +56,10 @@ fn overrides(c: &Container) -> Overrides {
         pids_max: c.pids_max.map(signed),
         cpu_percent: c.cpu_percent,
         hub: c.hub,
+        identity: c.identity.as_ref().map(|i| IdentitySpec {
+            subsystem: i.subsystem.clone(),
+            capabilities: i.capabilities.clone(),
+        }),
     }
 }
 
@@ -347,6 +352,7 @@ mod tests {
             net: Net::None,
             ports: Vec::new(),
             hub: false,
+            identity: None,
         }
     }
 
@@ -381,6 +387,15 @@ mod tests {
         let mut changed = c.clone();
         changed.sha256 = format!("sha256:{}", "cd".repeat(32));
         assert!(!matches(&r, &changed));
+        let mut changed = c.clone();
+        changed.identity = Some(tessera_userdata::schema::ContainerIdentity {
+            subsystem: "web".into(),
+            capabilities: vec![],
+        });
+        assert!(
+            !matches(&r, &changed),
+            "a new identity makes the container anew"
+        );
         let mut by_hand = r.clone();
         by_hand.declared = false;
         assert!(

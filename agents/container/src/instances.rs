@@ -62,6 +62,9 @@ pub struct Overrides {
     /// Binds the node's hub socket directory into the container (a component inside).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hub: bool,
+    /// A certmgr certificate at every start (not part of config.json: see `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::IdentitySpec>,
 }
 
 /// The hub's local socket directory (`tessera_hub::defaults::SOCKET_DIR`), bound into
@@ -101,9 +104,13 @@ pub enum InstanceError {
     Exists(String),
     #[error("no container named {0}; `tessera container list` shows them")]
     NotFound(String),
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error("{what} {path}: {source}")]
     Io {
@@ -390,6 +397,7 @@ mod tests {
             pids_max: Some(32),
             cpu_percent: Some(50),
             hub: true,
+            identity: None,
         });
         apply(&mut s, &r).unwrap();
         let hub: Vec<_> = s

@@ -14,6 +14,7 @@
 //! - `instances`: a container's COW snapshot of its template, its config.json and record;
 //! - `network`: the node's container bridge, each container's veth pair, DNS and published
 //!   ports (through the firewall service);
+//! - `identity`: a container's certmgr certificate, handed to its process on fd 3;
 //! - `protocol` and `service`: `tessera agent container` and its root-only socket;
 //! - `cli`: `tessera container …`;
 //! - `bench`: the guest half of `make bench-container` (ours vs crun, clone, RSS).
@@ -25,6 +26,7 @@ pub mod archive;
 pub mod bench;
 pub mod cli;
 pub mod declared;
+pub mod identity;
 pub mod image;
 pub mod instances;
 pub mod network;

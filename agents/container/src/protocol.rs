@@ -7,7 +7,7 @@
 //! | `{"op":"import","path":"/var/tmp/b.tar.zst","sha256":"sha256:…"}` | the template, `fresh` false when it existed |
 //! | `{"op":"templates"}` | `{"templates":[{digest,name,kind,files,bytes,source}]}` |
 //! | `{"op":"list"}` | `{"containers":[{name,template,state,exit,pid,restarts,restart}]}` |
-//! | `{"op":"create","name":"web","template":"<digest or prefix>","args":[…],"env":["K=V"],"memory_max":bytes,"pids_max":N,"cpu_percent":N,"restart":"no"\|"on-failure"\|"always","net":"bridge"\|"none"\|"host","ports":[{"host":8080,"container":80,"protocol":"tcp","scope":"cluster"}],"hub":bool,"start":bool}` | the container (net defaults to bridge) |
+//! | `{"op":"create","name":"web","template":"<digest or prefix>","args":[…],"env":["K=V"],"memory_max":bytes,"pids_max":N,"cpu_percent":N,"restart":"no"\|"on-failure"\|"always","net":"bridge"\|"none"\|"host","ports":[{"host":8080,"container":80,"protocol":"tcp","scope":"cluster"}],"hub":bool,"start":bool,"identity":{"subsystem":"web","capabilities":[…]}}` | the container (net defaults to bridge) |
 //! | `{"op":"start"\|"inspect","name":"web"}` | the container (inspect adds cgroup stats) |
 //! | `{"op":"stop","name":"web","grace_ms":5000}` | the container, stopped |
 //! | `{"op":"kill","name":"web","signal":"SIGKILL"}` | `{"ok":true}` |
@@ -60,6 +60,9 @@ pub enum Request {
         hub: bool,
         #[serde(default)]
         start: bool,
+        #[serde(default)]
+        // Boxed: the variant is large enough already.
+        identity: Option<Box<crate::identity::IdentitySpec>>,
     },
     Start {
         name: String,
@@ -102,6 +105,7 @@ impl Request {
                 pids_max,
                 cpu_percent,
                 hub,
+                identity,
                 ..
             } => Overrides {
                 args: args.clone(),
@@ -110,6 +114,7 @@ impl Request {
                 pids_max: *pids_max,
                 cpu_percent: *cpu_percent,
                 hub: *hub,
+                identity: identity.as_deref().cloned(),
             },
             _ => Overrides::default(),
         }
@@ -144,6 +149,15 @@ mod tests {
         let c = parse(br#"{"op":"create","name":"w","template":"abc","args":["/bin/true"],"memory_max":1024}"#).unwrap();
         assert_eq!(c.overrides().args, Some(vec!["/bin/true".to_string()]));
         assert_eq!(c.overrides().memory_max, Some(1024));
+        let c =
+            parse(br#"{"op":"create","name":"w","template":"abc","identity":{"subsystem":"web"}}"#)
+                .unwrap();
+        assert_eq!(
+            c.overrides().identity.map(|i| i.subsystem).as_deref(),
+            Some("web")
+        );
+        let e = parse(br#"{"op":"create","name":"w","template":"abc","identity":{"subsystem":"web","key":"x"}}"#).unwrap_err();
+        assert!(e.reason.contains("unknown field `key`"), "{}", e.reason);
         let e = parse(br#"{"op":"list","x":1}"#).unwrap_err();
         assert_eq!(e.code, "bad_request");
         let e = parse(br#"{"op":"explode"}"#).unwrap_err();

@@ -390,6 +390,10 @@ impl Agent {
                 )
             })?,
         };
+        let overrides = request.overrides();
+        if let Some(identity) = &overrides.identity {
+            identity.check()?;
+        }
         let record = {
             let _g = lock(&self.changes);
             let template = templates::resolve(&self.storage, template)?;
@@ -400,7 +404,7 @@ impl Agent {
                 New {
                     name,
                     template: &template,
-                    overrides: request.overrides(),
+                    overrides,
                     restart,
                     net,
                     address: self.address_for(net)?,
@@ -482,6 +486,12 @@ impl Agent {
                 })?;
         }
         let shim_args = ["container".to_string(), "shim".to_string()];
+        // A fresh one-time token at every start; it waits in the pipe for the container.
+        let certmgr = tessera_certmgr::client::default_socket();
+        let token = match &record.overrides.identity {
+            Some(spec) => Some(crate::identity::token_pipe(&certmgr, &record.name, spec)?),
+            None => None,
+        };
         let created = runtime::create(&CreateOptions {
             id: &record.name,
             bundle: &record.bundle,
@@ -490,6 +500,10 @@ impl Agent {
             shim_args: &shim_args,
             cgroup_parent: self.cgroup_parent.as_deref(),
             net,
+            identity: token.as_ref().map(|token| runtime::Handoff {
+                token,
+                certmgr_socket: &certmgr,
+            }),
         })
         .map_err(runtime_error)?;
         if let Some(address) = address {

@@ -40,9 +40,13 @@ pub struct Template {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Import(#[from] ImportError),
-    #[error("{0}")]
+    // Transparent: with "{0}" and #[from] the cause is also the source, and a CLI printing
+    // the chain (`{:#}`) said everything twice.
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(
         "cannot read {path}: {source}; check the path (the agent reads it as root on the node)"
@@ -57,6 +61,11 @@ pub enum TemplateError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot take the import lock {path}: {source}; /run/tessera must be a writable tmpfs (the node's /run)")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no template {0}; import it first (`tessera container import FILE`) or name it by its digest (`tessera container list`)")]
     NotFound(String),
 }
@@ -68,7 +77,7 @@ impl TemplateError {
             TemplateError::Import(e) => e.code(),
             TemplateError::Storage(e) => e.code(),
             TemplateError::Source { .. } => "bad_source",
-            TemplateError::Metadata { .. } => "internal",
+            TemplateError::Metadata { .. } | TemplateError::Lock { .. } => "internal",
             TemplateError::NotFound(_) => "not_found",
         }
     }
@@ -123,6 +132,12 @@ pub fn import_file(
             .into());
         }
     }
+    // One import of a digest at a time, across processes (the agent's declared containers
+    // and an operator's `tessera container import` of the same archive): the second waits,
+    // then finds the template. Without it, the second took the first's staging volume for a
+    // crashed import's and deleted it under the first, whose template could then hold
+    // half-written files. A crashed import's lock goes with its process.
+    let _lock = import_lock(&digest)?;
     if let Some(existing) = find(storage, &digest)? {
         return Ok(Imported {
             template: existing,
@@ -159,6 +174,31 @@ pub fn import_file(
         },
         fresh: true,
     })
+}
+
+/// Where the per-digest import locks are (tmpfs: they need not outlive a boot).
+pub const IMPORT_LOCK_DIR: &str = "/run/tessera/container-imports";
+
+/// An exclusive flock(2) on `IMPORT_LOCK_DIR/<hex>.lock`, held until dropped.
+fn import_lock(digest: &str) -> Result<nix::fcntl::Flock<File>, TemplateError> {
+    let dir = Path::new(IMPORT_LOCK_DIR);
+    let path = dir.join(format!(
+        "{}.lock",
+        digest.strip_prefix("sha256:").unwrap_or(digest)
+    ));
+    let fail = |source: std::io::Error| TemplateError::Lock {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| fail(std::io::Error::from(e)))
 }
 
 /// Imports into the staging volume and writes the metadata file.
@@ -265,5 +305,27 @@ mod tests {
         assert!(name.len() <= 64);
         let staging = staging_name(&digest);
         assert!(staging.len() <= 64 && staging.ends_with("-new") && staging != name);
+    }
+
+    #[test]
+    fn one_import_of_a_digest_at_a_time() {
+        let digest = format!("sha256:{:064x}", std::process::id());
+        let path = Path::new(IMPORT_LOCK_DIR).join(format!("{:064x}.lock", std::process::id()));
+        let try_other = || {
+            let f = File::options().write(true).open(&path).unwrap();
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+        };
+        let held = import_lock(&digest).unwrap();
+        assert!(!try_other(), "a second import of the digest must wait");
+        drop(held);
+        assert!(try_other(), "the lock goes with the import");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_refusal_reads_once_in_the_clis_error_chain() {
+        let e = anyhow::Error::from(TemplateError::from(ImportError::MissingConfig));
+        let shown = format!("{e:#}");
+        assert_eq!(shown.matches("config.json missing").count(), 1, "{shown}");
     }
 }

@@ -78,6 +78,7 @@ impl Fixture {
             shim_args: &shim_args,
             cgroup_parent: None,
             net,
+            identity: None,
         })
     }
 
@@ -645,6 +646,7 @@ fn the_container_outlives_a_sigkill_of_its_creator() {
             shim_args: &none,
             cgroup_parent: None,
             net: NetMode::None,
+            identity: None,
         })
         .unwrap();
         runtime::start(Path::new(state)).unwrap();
@@ -771,6 +773,7 @@ fn where_pivot_root_is_refused_the_rootfs_is_moved_onto_root_and_chrooted() {
         shim_args: &shim_args,
         cgroup_parent: None,
         net: NetMode::None,
+        identity: None,
     })
     .unwrap();
     assert_eq!(
@@ -834,6 +837,7 @@ fn with_a_cgroup_parent_the_init_is_in_its_own_cgroup_and_namespace_until_delete
         shim_args: &shim_args,
         cgroup_parent: Some(&parent),
         net: NetMode::None,
+        identity: None,
     })
     .unwrap();
     let dir = parent.join("cgrouped");

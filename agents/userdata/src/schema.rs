@@ -746,8 +746,8 @@ validated!(IpValue, IpAddr, values::ip);
 // After the macro: the section's module uses it.
 mod containers;
 pub use containers::{
-    Container, ContainerNetwork, ImageSource, Net, Port, PortProtocol, PortScope, Restart,
-    DEFAULT_SUBNET,
+    Container, ContainerNetwork, Identity as ContainerIdentity, ImageSource, Net, Port,
+    PortProtocol, PortScope, Restart, DEFAULT_SUBNET,
 };
 
 #[derive(Debug, Default, Deserialize)]

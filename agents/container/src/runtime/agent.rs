@@ -105,9 +105,21 @@ fn spawn_shim(o: &CreateOptions) -> Result<Created, RuntimeError> {
     if let Some(p) = o.cgroup_parent {
         cmd.arg("--cgroup-parent").arg(p);
     }
+    // A container identity: the token pipe is the shim's stdin (it moves it to fd 3).
+    let stdin = match o.identity {
+        Some(h) => {
+            cmd.arg("--identity").arg(h.certmgr_socket);
+            Stdio::from(
+                h.token
+                    .try_clone()
+                    .map_err(|e| io_err("duplicate the identity pipe", dir, e))?,
+            )
+        }
+        None => Stdio::null(),
+    };
     let mut child = cmd
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(shim_log)
         .spawn()

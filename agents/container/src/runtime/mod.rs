@@ -32,6 +32,7 @@ pub mod capabilities;
 pub mod cgroup;
 mod devices;
 pub mod exec;
+mod handoff;
 mod init;
 pub mod logs;
 mod mounts;
@@ -71,6 +72,16 @@ pub struct CreateOptions<'a> {
     /// The cgroup v2 directory under which the container gets `<id>`; None: no cgroup.
     pub cgroup_parent: Option<&'a Path>,
     pub net: NetMode,
+    /// A container identity (crate::identity): the pipe holding its token, which becomes fd
+    /// 3 of the container's process, and certmgr's socket, bound into the container.
+    pub identity: Option<Handoff<'a>>,
+}
+
+/// What the shim needs to hand a container its identity.
+#[derive(Debug, Clone, Copy)]
+pub struct Handoff<'a> {
+    pub token: &'a std::os::fd::OwnedFd,
+    pub certmgr_socket: &'a Path,
 }
 
 /// A created container's processes.

@@ -14,6 +14,7 @@
 //! Cleanup (cgroup, state directory) is the agent's `delete`.
 
 use super::cgroup::Cgroup;
+use super::handoff;
 use super::init::{self, InitFds};
 use super::logs::{Lines, LogFile, LOG_LIMIT};
 use super::namespaces::{self, NetMode, Plan};
@@ -45,6 +46,8 @@ struct Args {
     bundle: PathBuf,
     net: NetMode,
     cgroup_parent: Option<PathBuf>,
+    /// certmgr's socket: stdin holds a container identity token (handoff.rs).
+    identity: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -53,6 +56,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut bundle = None;
     let mut net = NetMode::None;
     let mut cgroup_parent = None;
+    let mut identity = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -65,6 +69,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--id" => id = Some(value()?),
             "--bundle" => bundle = Some(PathBuf::from(value()?)),
             "--cgroup-parent" => cgroup_parent = Some(PathBuf::from(value()?)),
+            "--identity" => identity = Some(PathBuf::from(value()?)),
             "--net" => {
                 let v = value()?;
                 net = NetMode::parse(&v)
@@ -79,6 +84,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         bundle: bundle.ok_or("--bundle DIR is required")?,
         net,
         cgroup_parent,
+        identity,
     })
 }
 
@@ -106,6 +112,12 @@ pub fn main(args: &[String]) -> i32 {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    if args.identity.is_some() {
+        if let Err(e) = handoff::take_stdin() {
+            tell_agent(&ShimMessage::Failed(StepError::new(Origin::Shim, e)));
+            return 1;
+        }
+    }
     run(&args)
 }
 
@@ -242,8 +254,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
 fn create(args: &Args, state: &mut StateFile) -> Result<Container, StepError> {
     let bundle = std::fs::canonicalize(&args.bundle)
         .map_err(|e| shim_err(format!("open the bundle {}", args.bundle.display()), &e))?;
-    let spec = load_spec(&bundle)?;
+    let mut spec = load_spec(&bundle)?;
     check(&spec)?;
+    if let Some(socket) = &args.identity {
+        handoff::prepare(&mut spec, socket)?;
+    }
     let root = spec
         .root()
         .as_ref()
@@ -401,6 +416,9 @@ fn spawn(
                 .hint("the kernel refused new namespaces: it needs CONFIG_NAMESPACES and the runtime needs CAP_SYS_ADMIN")
         })?;
     // The closure, with the init's ends of the pipes, was dropped by clone in this process.
+    if args.identity.is_some() {
+        handoff::release();
+    }
     let fail = |e: StepError| {
         end_init(pid);
         e

@@ -14,6 +14,7 @@
 //! net = "bridge"                               # "bridge" (default), "none" (lo only) or "host"
 //! ports = [{ host = 8080, container = 80, scope = "cluster" }]   # bridge only; protocol = "tcp"
 //! hub = true                                   # the node's hub socket inside (components)
+//! identity = { subsystem = "web" }             # a certmgr certificate at every start (identity.rs)
 //!
 //! [container_network]                          # optional
 //! subnet = "10.88.0.0/24"                      # the bridge's IPv4 network (/16-/29; default)
@@ -26,6 +27,9 @@ use toml::Spanned;
 use super::{ConfigError, Document};
 use crate::http::HttpUrl;
 use crate::values::{self, Cidr};
+
+mod identity;
+pub use identity::Identity;
 
 /// Most containers one document declares.
 pub const MAX_CONTAINERS: usize = 32;
@@ -58,6 +62,8 @@ pub struct Container {
     /// the same path, so that a component in the container serves and calls through the hub.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub hub: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// A host port published to a port of the container, reachable from `scope`.
@@ -295,6 +301,7 @@ pub(super) struct RawContainer {
     ports: Option<Spanned<Vec<Port>>>,
     #[serde(default)]
     hub: bool,
+    identity: Option<Spanned<identity::RawIdentity>>,
 }
 
 /// Completes the declared containers: required keys, unique names, bounds.
@@ -415,6 +422,13 @@ pub(super) fn finish(
                 list.clone()
             }
         };
+        let identity =
+            match &r.identity {
+                Some(id) => Some(id.get_ref().finish().map_err(|(k, message)| {
+                    at(key(&format!("identity.{k}")), id.span(), message)
+                })?),
+                None => None,
+            };
         out.push(Container {
             name: name.get_ref().0.clone(),
             image: image.0.clone(),
@@ -428,6 +442,7 @@ pub(super) fn finish(
             net,
             ports,
             hub: r.hub,
+            identity,
         });
     }
     Ok(out)
@@ -459,6 +474,13 @@ pub(super) fn summary(containers: &[Container], line: &mut dyn FnMut(&str, Strin
         line(&k("net"), format!("{:?}", c.net.as_str()));
         if c.hub {
             line(&k("hub"), "true".into());
+        }
+        if let Some(id) = &c.identity {
+            let caps = match id.capabilities.is_empty() {
+                true => String::new(),
+                false => format!(" (capabilities: {})", id.capabilities.join(", ")),
+            };
+            line(&k("identity"), format!("{:?}{caps}", id.subsystem));
         }
         for (j, p) in c.ports.iter().enumerate() {
             line(

@@ -26,7 +26,7 @@ mod profile;
 #[cfg(target_arch = "x86_64")]
 mod syscalls;
 
-pub use profile::{default_profile, DOCKER_DEFAULT_CAPS};
+pub use profile::{default_profile, keyring_rules, DOCKER_DEFAULT_CAPS, IDENTITY_KEYCTL_OPS};
 
 use bpf::{Layout, SyscallRules, RET_KILL_PROCESS};
 use oci_spec::runtime::{

@@ -546,3 +546,36 @@ pub fn default_profile(caps: &Capabilities) -> LinuxSeccomp {
     profile.set_syscalls(Some(syscalls));
     profile
 }
+
+/// keyctl(2) operations a container with an identity needs to redeem its token and use the
+/// key (agents/certmgr fetch.rs and tessera-identity's keys): find its process keyring
+/// (GET_KEYRING_ID), read the certificate chain and find the private key (DESCRIBE, SEARCH,
+/// READ), and sign with a kernel-held RSA key (PKEY_QUERY; PKEY_DECRYPT, the raw private-key
+/// operation tessera-identity signs RSA-PSS with; PKEY_SIGN). Nothing that adds,
+/// links, grants or changes keys or keyrings (add_key, JOIN_SESSION_KEYRING, SETPERM,
+/// CHOWN, LINK, INSTANTIATE, …).
+pub const IDENTITY_KEYCTL_OPS: &[(&str, u64)] = &[
+    ("KEYCTL_GET_KEYRING_ID", 0),
+    ("KEYCTL_DESCRIBE", 6),
+    ("KEYCTL_SEARCH", 10),
+    ("KEYCTL_READ", 11),
+    ("KEYCTL_PKEY_QUERY", 24),
+    ("KEYCTL_PKEY_DECRYPT", 26),
+    ("KEYCTL_PKEY_SIGN", 27),
+];
+
+/// What the default profile adds for a container with an identity: request_key(2), which
+/// runs the node's request-key callout, and keyctl(2) with the operations of
+/// [`IDENTITY_KEYCTL_OPS`] only. add_key(2) stays denied.
+pub fn keyring_rules() -> Vec<LinuxSyscall> {
+    use LinuxSeccompAction::ScmpActAllow as Allow;
+    let mut rules = vec![rule(names(&["request_key"]), Allow, None)];
+    for (_, op) in IDENTITY_KEYCTL_OPS {
+        rules.push(rule(
+            names(&["keyctl"]),
+            Allow,
+            Some(vec![arg(0, *op, LinuxSeccompOperator::ScmpCmpEq)]),
+        ));
+    }
+    rules
+}
