@@ -341,8 +341,10 @@ fn user_and_groups_come_from_the_spec() {
     assert_eq!(field("CapBnd"), "0000000020000420");
 }
 
+/// As crun: exactly process.env, plus HOME from the container's /etc/passwd ("/" for a user
+/// it does not list) when process.env has none.
 #[test]
-fn the_environment_is_exactly_the_spec() {
+fn the_environment_is_the_spec_plus_home_as_crun_sets_it() {
     let f = Fixture::new("env");
     let mut spec = f.spec(&["env"]);
     let mut process = spec.process().clone().unwrap();
@@ -354,7 +356,19 @@ fn the_environment_is_exactly_the_spec() {
     process.set_env(Some(env.clone()));
     spec.set_process(Some(process));
     let out: BTreeSet<String> = f.stdout(&spec).into_iter().collect();
-    assert_eq!(out, env.into_iter().collect::<BTreeSet<_>>());
+    let mut want: BTreeSet<String> = env.iter().cloned().collect();
+    want.insert("HOME=/".into());
+    assert_eq!(out, want);
+    // A HOME in process.env is kept as given.
+    let f = Fixture::new("env-home");
+    let mut spec = f.spec(&["env"]);
+    let mut with_home = env.clone();
+    with_home.push("HOME=/srv".into());
+    let mut process = spec.process().clone().unwrap();
+    process.set_env(Some(with_home.clone()));
+    spec.set_process(Some(process));
+    let out: BTreeSet<String> = f.stdout(&spec).into_iter().collect();
+    assert_eq!(out, with_home.into_iter().collect::<BTreeSet<_>>());
 }
 
 #[test]
