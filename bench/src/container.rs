@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -87,18 +86,7 @@ fn boot_and_measure(
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let data = dir.join("data.qcow2");
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&data)
-        .arg("4G")
-        .output()
-        .context("running qemu-img (apt-get install qemu-utils)")?;
-    if !out.status.success() {
-        bail!(
-            "qemu-img create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    crate::qcow2_disk(&data, "4G")?;
     let user_data =
         format!("version = 1\n\n[storage]\nbackend = \"{backend}\"\ndevice = \"/dev/vdb\"\n");
     let seed = tessera_qemu::seed::nocloud(&dir.join("seed"), &user_data)?;

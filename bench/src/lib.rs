@@ -19,6 +19,24 @@ pub mod container;
 pub mod disks;
 pub mod node;
 
+/// A blank qcow2 data disk of `size` at `path`, made by qemu-img.
+pub fn qcow2_disk(path: &std::path::Path, size: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size)
+        .output()
+        .context("running qemu-img (apt-get install qemu-utils)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "qemu-img create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Median of `v` (sorted in place); `None` when empty.
 pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {

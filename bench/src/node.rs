@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -89,18 +88,7 @@ pub fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
 fn boot(args: &NodeBenchArgs, backend: &str, dir: &Path, run: usize) -> anyhow::Result<Run> {
     std::fs::create_dir_all(dir)?;
     let disk = dir.join("data.qcow2");
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("4G")
-        .output()
-        .context("running qemu-img (apt-get install qemu-utils)")?;
-    if !out.status.success() {
-        bail!(
-            "qemu-img create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    crate::qcow2_disk(&disk, "4G")?;
     let user_data = format!(
         "version = 1\n\n[node]\nhostname = \"bench{run}.node\"\n\n[storage]\nbackend = \"{backend}\"\ndevice = \"/dev/vdb\"\n"
     );
@@ -200,16 +188,7 @@ fn med_f(runs: &[Run], key: &str) -> Option<f64> {
         .iter()
         .filter_map(|r| r.storage.get(key).copied())
         .collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    crate::median(&mut v)
 }
 
 fn med_map<'a>(

@@ -13,17 +13,18 @@ use crate::host;
 /// A bundle tar in `dir`: busybox and its applets as rootfs/, config.json from the agent's
 /// default spec running `echo default`.
 pub fn busybox_bundle(dir: &Path) -> PathBuf {
-    bundle_with(dir, &[])
+    bundle_with(dir, &[], &[])
 }
 
 /// [`busybox_bundle`] with the node's static `tessera` binary as /sbin/tessera: a container
 /// that runs a component of the hub (`tessera hub component serve`).
 pub fn component_bundle(dir: &Path) -> PathBuf {
-    bundle_with(dir, &[(crate::tessera_node_bin(), "sbin/tessera")])
+    bundle_with(dir, &[(crate::tessera_node_bin(), "sbin/tessera")], &[])
 }
 
-/// A busybox bundle with extra host files copied into the rootfs (`(source, path in rootfs)`).
-pub fn bundle_with(dir: &Path, extra: &[(PathBuf, &str)]) -> PathBuf {
+/// A busybox bundle with extra host files copied into the rootfs (`(source, path in rootfs)`)
+/// and extra busybox applets in /bin.
+pub fn bundle_with(dir: &Path, extra: &[(PathBuf, &str)], applets: &[&str]) -> PathBuf {
     let root = dir.join("bundle");
     let rootfs = root.join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "etc", "tmp"] {
@@ -39,9 +40,10 @@ pub fn bundle_with(dir: &Path, extra: &[(PathBuf, &str)]) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
         .expect("/bin/busybox (Debian's busybox-static, installed by scripts/install-deps.sh)");
-    for applet in [
+    let base = [
         "sh", "echo", "cat", "ps", "hostname", "ls", "sleep", "true", "id",
-    ] {
+    ];
+    for applet in base.iter().chain(applets) {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();

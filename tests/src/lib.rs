@@ -142,6 +142,19 @@ pub fn wait_ready(vm: &Vm, mode: BootMode) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The JSON document a console command printed. Log lines the console mixes in (the
+/// kernel's OOM report, service events mirrored while the node boots) are left out: the
+/// document starts at a line `{`, and log lines start with their time.
+pub fn console_json(text: &str) -> serde_json::Value {
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with('{'))
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
 /// Runs a shell command on the console and returns what it printed; fails the test if the
 /// command exits non-zero.
 pub fn sh(vm: &Vm, command: &str) -> String {

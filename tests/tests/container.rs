@@ -42,10 +42,6 @@ fn boot_node(name: &str, dir: &Path, storage: Option<&str>) -> Vm {
     vm
 }
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 /// Waits until the container has exited and returns `tessera container list`.
 fn exited(vm: &Vm, name: &str) -> String {
     sh_until(vm, "tessera container list", SETTLE, |out| {
@@ -62,7 +58,7 @@ fn run_two_instances(backend: &str, storage: &str) {
     assert!(first.contains("imported /dev/vdc (bundle"), "{first}");
     let again = sh(&vm, "tessera container import /dev/vdc");
     assert!(again.contains("already imported"), "{again}");
-    let templates = json(&sh(&vm, "tessera container templates --json"));
+    let templates = console_json(&sh(&vm, "tessera container templates --json"));
     let template = &templates["templates"][0];
     let digest = template["digest"]
         .as_str()
@@ -112,7 +108,7 @@ fn run_two_instances(backend: &str, storage: &str) {
         assert!(pids <= 4, "the container sees {pids} processes:\n{logs}");
         assert!(logs.contains(&format!("stdout: {name}")), "{logs}");
         assert!(logs.contains("stderr: oops"), "{logs}");
-        let inspect = json(&sh(&vm, &format!("tessera container inspect {name}")));
+        let inspect = console_json(&sh(&vm, &format!("tessera container inspect {name}")));
         let bundle = inspect["record"]["bundle"]
             .as_str()
             .expect("bundle")

@@ -14,7 +14,7 @@ mod userdata_helpers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tessera_e2e::bundle::busybox_bundle;
+use tessera_e2e::bundle::bundle_with;
 use tessera_e2e::ca::HostCa;
 use tessera_e2e::*;
 use tessera_qemu::{BootMode, Vm};
@@ -25,29 +25,11 @@ const NODE: &str = "node1.example";
 
 /// The busybox bundle with the node's `tessera` binary as /bin/tessera, as a tar.
 fn bundle_with_tessera(dir: &Path) -> PathBuf {
-    busybox_bundle(dir);
-    let root = dir.join("bundle");
-    let bin = root.join("rootfs/bin");
-    std::fs::copy(tessera_node_bin(), bin.join("tessera")).expect("copy tessera-node");
-    for applet in ["env", "tr", "grep", "wc", "cut"] {
-        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-    }
-    let tar = dir.join("identity-bundle.tar");
-    host(
-        "tar",
-        &[
-            "-C",
-            root.to_str().unwrap(),
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "-cf",
-            tar.to_str().unwrap(),
-            "config.json",
-            "rootfs",
-        ],
-    );
-    tar
+    bundle_with(
+        dir,
+        &[(tessera_node_bin(), "bin/tessera")],
+        &["env", "tr", "grep", "wc", "cut"],
+    )
 }
 
 fn boot_node(ca: &HostCa, dir: &Path) -> Vm {
@@ -88,18 +70,6 @@ fn boot_node(ca: &HostCa, dir: &Path) -> Vm {
             .any(|l| l.split_whitespace().next() == Some("container") && l.contains(" ready"))
     });
     vm
-}
-
-/// The JSON a command printed; log lines the console mixes in (the kernel's OOM report,
-/// mirrored while the node boots) are left out: the document starts with a line `{`.
-fn json(text: &str) -> serde_json::Value {
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with('{'))
-        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// The container's log once it holds `want` (a declared container may not exist yet).
@@ -170,7 +140,7 @@ fn a_container_redeems_its_identity_from_fd_3_and_no_secret_is_left_behind() {
     declared_container_holds_its_identity(&vm);
     let imported = sh(&vm, "tessera container import /dev/vdc");
     assert!(imported.contains("already imported"), "{imported}");
-    let templates = json(&sh(&vm, "tessera container templates --json"));
+    let templates = console_json(&sh(&vm, "tessera container templates --json"));
     let digest = templates["templates"][0]["digest"]
         .as_str()
         .expect("a template digest")
@@ -254,7 +224,7 @@ fn a_container_redeems_its_identity_from_fd_3_and_no_secret_is_left_behind() {
     let bundles: Vec<String> = ["web", "peek"]
         .iter()
         .map(|n| {
-            json(&sh(&vm, &format!("tessera container inspect {n}")))["record"]["bundle"]
+            console_json(&sh(&vm, &format!("tessera container inspect {n}")))["record"]["bundle"]
                 .as_str()
                 .expect("bundle")
                 .to_string()

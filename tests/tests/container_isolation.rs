@@ -24,18 +24,6 @@ use userdata_helpers::nocloud_seed;
 
 const SETTLE: Duration = Duration::from_secs(180);
 
-/// The JSON a command printed; log lines the console mixes in (the kernel's OOM report,
-/// mirrored while the node boots) are left out: the document starts with a line `{`.
-fn json(text: &str) -> serde_json::Value {
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with('{'))
-        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 /// The hostile archives, each a name, the tar and the reason the import must give.
 const HOSTILE: &[(&str, &str)] = &[
     ("dotdot", "has a \"..\" component: refused"),
@@ -148,9 +136,9 @@ fn memory_hog_is_oom_killed(vm: &Vm, template: &str) {
         &format!("tessera container create hog --template {template} --memory 24M --start -- /bin/busybox sh -c 'x=0123456789abcdef; while :; do x=$x$x; done'"),
     );
     let inspect = sh_until(vm, "tessera container inspect hog", SETTLE, |out| {
-        json(out)["state"] == "exited"
+        console_json(out)["state"] == "exited"
     });
-    let v = json(&inspect);
+    let v = console_json(&inspect);
     assert_eq!(
         v["exit"]["signal"], 9,
         "SIGKILLed by the OOM killer: {inspect}"
@@ -311,12 +299,12 @@ fn hostile_archives_are_refused_and_leave_nothing(vm: &Vm, at: &[(u64, u64)], go
         );
     }
     assert_eq!(
-        json(&sh(vm, "tessera container templates --json")),
-        json(&templates_before),
+        console_json(&sh(vm, "tessera container templates --json")),
+        console_json(&templates_before),
         "a refused import left a template"
     );
     let names = |text: &str| -> Vec<String> {
-        json(text)["volumes"]
+        console_json(text)["volumes"]
             .as_array()
             .into_iter()
             .flatten()
@@ -341,7 +329,7 @@ fn containers_are_confined_and_hostile_archives_leave_nothing() {
     let vm = boot_node(&dir, vec![good.clone(), carrier]);
     let imported = sh(&vm, "tessera container import /dev/vdc");
     assert!(imported.contains("imported /dev/vdc (bundle"), "{imported}");
-    let templates = json(&sh(&vm, "tessera container templates --json"));
+    let templates = console_json(&sh(&vm, "tessera container templates --json"));
     let digest = templates["templates"][0]["digest"]
         .as_str()
         .expect("a template digest")
