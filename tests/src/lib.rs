@@ -144,11 +144,18 @@ pub fn wait_ready(vm: &Vm, mode: BootMode) -> String {
 
 /// The JSON document a console command printed. Log lines the console mixes in (the
 /// kernel's OOM report, service events mirrored while the node boots) are left out: the
-/// document starts at a line `{`, and log lines start with their time.
+/// document starts at a line `{` and ends at the next line `}` (or is that one line), and
+/// log lines inside it start with their time.
 pub fn console_json(text: &str) -> serde_json::Value {
+    let mut ended = false;
     let body: String = text
         .lines()
         .skip_while(|l| !l.starts_with('{'))
+        .take_while(|l| {
+            let more = !ended;
+            ended = ended || *l == "}" || (l.starts_with('{') && l.trim_end().ends_with('}'));
+            more
+        })
         .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
         .collect::<Vec<_>>()
         .join("\n");
@@ -248,4 +255,19 @@ pub fn host(program: &str, args: &[&str]) {
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(out.status.success(), "{program} {args:?}: {out:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_json;
+
+    #[test]
+    fn console_json_leaves_out_the_log_lines_the_console_mixes_in() {
+        let text = "20:20:57.980 klog[80] WARN: oom\n{\n  \"a\": 1,\n20:20:57.981 klog[80] WARN: CPU: 0\n  \"b\": [\n    2\n  ]\n}\n20:20:57.982 klog[80] WARN: Call Trace:\n <TASK>\n";
+        assert_eq!(console_json(text), serde_json::json!({"a": 1, "b": [2]}));
+        assert_eq!(
+            console_json("{\"one\":\"line\"}\n trailing words\n"),
+            serde_json::json!({"one": "line"})
+        );
+    }
 }
