@@ -269,8 +269,10 @@ fn keys_that_arrive_late_from_imds_turn_the_console_on() {
     let endpoint = format!("tessera.imds=http://10.0.2.2:{}", imds.port);
     let vm = boot_with_forwards_and_disks("ssh-late", &[&endpoint], &[(port, 22)], &[]);
     wait_ready(&vm, BootMode::Kernel);
+    // Both follow the late document: the console turns on and the host name changes (two
+    // services, in either order).
     let status = sh_until(&vm, "tessera status", Duration::from_secs(240), |s| {
-        status_row(s, "ssh").join(" ").contains("on: port 22,")
+        status_row(s, "ssh").join(" ").contains("on: port 22,") && s.contains("node ssh-late ")
     });
     // Still the first process: turned on by reading user-data again, not by a restart.
     assert_eq!(status_row(&status, "ssh")[4], "0", "{status}");
