@@ -146,13 +146,7 @@ fn measure(vm: &Vm, args: &ContainerBenchArgs) -> anyhow::Result<Figures> {
         ),
         Duration::from_secs(3600),
     )?;
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("CONTAINER-GUEST-BENCH "))
-        .with_context(|| {
-            format!("`tessera container bench` printed no CONTAINER-GUEST-BENCH line:\n{out}")
-        })?;
-    Ok(tessera_qemu::parse_kv_line(line).into_iter().collect())
+    crate::guest_line(&out, "CONTAINER-GUEST-BENCH", "tessera container bench")
 }
 
 fn num(f: &Figures, key: &str) -> f64 {

@@ -37,6 +37,19 @@ pub fn qcow2_disk(path: &std::path::Path, size: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `PREFIX k=v …` line a guest command printed, by key; the error names the command.
+pub fn guest_line(
+    out: &str,
+    prefix: &str,
+    command: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .ok_or_else(|| anyhow::anyhow!("`{command}` printed no {prefix} line:\n{out}"))?;
+    Ok(tessera_qemu::parse_kv_line(line))
+}
+
 /// Median of `v` (sorted in place); `None` when empty.
 pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {

@@ -127,13 +127,7 @@ fn measure(vm: &Vm, snapshots: usize) -> anyhow::Result<Run> {
         &format!("tessera volume bench --runs {snapshots}"),
         Duration::from_secs(3600),
     )?;
-    let line = bench
-        .lines()
-        .find(|l| l.starts_with("NODE-STORAGE-BENCH "))
-        .with_context(|| {
-            format!("`tessera volume bench` printed no NODE-STORAGE-BENCH line:\n{bench}")
-        })?;
-    for (k, v) in tessera_qemu::parse_kv_line(line) {
+    for (k, v) in crate::guest_line(&bench, "NODE-STORAGE-BENCH", "tessera volume bench")? {
         if let Ok(x) = v.parse::<f64>() {
             r.storage.insert(k, x);
         }

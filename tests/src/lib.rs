@@ -162,6 +162,16 @@ pub fn console_json(text: &str) -> serde_json::Value {
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The prefix `tessera container create --template` takes (12 hex digits) of the node's one
+/// template, from `tessera container templates --json`.
+pub fn only_template(vm: &Vm) -> String {
+    let templates = console_json(&sh(vm, "tessera container templates --json"));
+    let digest = templates["templates"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no template on the node: {templates}"));
+    digest[7..19].to_string()
+}
+
 /// Runs a shell command on the console and returns what it printed; fails the test if the
 /// command exits non-zero.
 pub fn sh(vm: &Vm, command: &str) -> String {

@@ -140,12 +140,7 @@ fn a_container_redeems_its_identity_from_fd_3_and_no_secret_is_left_behind() {
     declared_container_holds_its_identity(&vm);
     let imported = sh(&vm, "tessera container import /dev/vdc");
     assert!(imported.contains("already imported"), "{imported}");
-    let templates = console_json(&sh(&vm, "tessera container templates --json"));
-    let digest = templates["templates"][0]["digest"]
-        .as_str()
-        .expect("a template digest")
-        .to_string();
-    let template = &digest[7..19];
+    let template = &only_template(&vm);
 
     // `web` redeems its token inside the container and proves the identity by mTLS.
     sh(

@@ -329,12 +329,7 @@ fn containers_are_confined_and_hostile_archives_leave_nothing() {
     let vm = boot_node(&dir, vec![good.clone(), carrier]);
     let imported = sh(&vm, "tessera container import /dev/vdc");
     assert!(imported.contains("imported /dev/vdc (bundle"), "{imported}");
-    let templates = console_json(&sh(&vm, "tessera container templates --json"));
-    let digest = templates["templates"][0]["digest"]
-        .as_str()
-        .expect("a template digest")
-        .to_string();
-    let template = &digest[7..19];
+    let template = &only_template(&vm);
 
     memory_hog_is_oom_killed(&vm, template);
     fork_bomb_stops_at_pids_max(&vm, template);

@@ -70,6 +70,11 @@ pub struct Agent {
     bridge_ready: Mutex<bool>,
 }
 
+/// The firewall service's socket: the bridge's forwarding and the published ports go there.
+fn firewall_socket() -> &'static Path {
+    Path::new(tessera_common::paths::FIREWALL_SOCKET)
+}
+
 fn api(code: &'static str, reason: impl Into<String>) -> ApiError {
     ApiError::new(code, reason)
 }
@@ -218,11 +223,8 @@ impl Agent {
     fn ensure_bridge(&self) -> Result<(), ApiError> {
         let mut ready = lock(&self.bridge_ready);
         if !*ready {
-            network::ensure_bridge(
-                self.subnet,
-                Path::new(tessera_common::paths::FIREWALL_SOCKET),
-            )
-            .map_err(|e| api("internal", e.to_string()))?;
+            network::ensure_bridge(self.subnet, firewall_socket())
+                .map_err(|e| api("internal", e.to_string()))?;
             log(
                 "info",
                 "container bridge up",
@@ -238,10 +240,7 @@ impl Agent {
         if record.ports.is_empty() {
             return;
         }
-        if let Err(e) = network::unpublish(
-            Path::new(tessera_common::paths::FIREWALL_SOCKET),
-            &record.ports,
-        ) {
+        if let Err(e) = network::unpublish(firewall_socket(), &record.ports) {
             log(
                 "error",
                 "published ports not withdrawn",
@@ -509,12 +508,7 @@ impl Agent {
         if let Some(address) = address {
             let wired = network::attach(&record.name, created.init_pid, address, self.subnet)
                 .and_then(|()| {
-                    network::publish(
-                        Path::new(tessera_common::paths::FIREWALL_SOCKET),
-                        &record.name,
-                        address,
-                        &record.ports,
-                    )
+                    network::publish(firewall_socket(), &record.name, address, &record.ports)
                 });
             if let Err(e) = wired {
                 let _ = runtime::delete_force(&dir);
