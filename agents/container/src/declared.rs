@@ -105,7 +105,8 @@ impl Agent {
         let record = {
             let _g = lock(&self.changes);
             match instances::find(&self.storage, &c.name) {
-                Ok(r) if matches(&r, c) => r,
+                // A declared container whose address left a changed subnet is made anew.
+                Ok(r) if matches(&r, c) && self.address_fits(&r) => r,
                 Ok(r) if !r.declared => {
                     return Err(ApiError::new("exists", format!("a container named {} was made by an operator; delete it (`tessera container rm {}`) or rename the declaration", c.name, c.name)));
                 }

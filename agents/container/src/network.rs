@@ -89,6 +89,12 @@ impl Subnet {
             .find(|a| !used.contains(a))
     }
 
+    /// Whether a container of network mode `net` with `address` can start in this subnet:
+    /// a bridged one needs an address in it; the other modes need none.
+    pub fn fits(&self, net: &str, address: Option<Ipv4Addr>) -> bool {
+        net != "bridge" || address.is_some_and(|a| self.contains(a))
+    }
+
     pub fn contains(&self, a: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - u32::from(self.prefix.clamp(1, 31)));
         u32::from(a) & mask == u32::from(self.network)
@@ -412,6 +418,14 @@ mod tests {
             subnet("10.99.0.0", 16).allocate(&BTreeSet::new()),
             Some(Ipv4Addr::new(10, 99, 0, 2))
         );
+        // A bridged container's address must be in today's subnet; other modes have none.
+        assert!(s.fits("bridge", Some(Ipv4Addr::new(10, 88, 0, 3))));
+        assert!(
+            !s.fits("bridge", Some(Ipv4Addr::new(10, 99, 0, 3))),
+            "the subnet changed"
+        );
+        assert!(!s.fits("bridge", None));
+        assert!(s.fits("none", None) && s.fits("host", None));
     }
 
     #[test]

@@ -190,6 +190,12 @@ impl Agent {
         })
     }
 
+    /// Whether a bridged container's address is in today's container network (it is not
+    /// once `[container_network]` names another subnet); true for the other network modes.
+    pub(crate) fn address_fits(&self, record: &Record) -> bool {
+        self.subnet.fits(&record.net, record.address)
+    }
+
     /// A host port goes to one container (callers hold `changes`).
     fn check_ports(&self, name: &str, ports: &[Port]) -> Result<(), ApiError> {
         for (i, p) in ports.iter().enumerate() {
@@ -447,7 +453,7 @@ impl Agent {
         let bridged = record.net == "bridge";
         let address = match (bridged, record.address) {
             (false, _) => None,
-            (true, Some(a)) if self.subnet.contains(a) => Some(a),
+            (true, Some(a)) if self.address_fits(record) => Some(a),
             (true, _) => {
                 return Err(api(
                     "bad_request",
