@@ -64,11 +64,13 @@ pub fn start_with(prepare: impl FnOnce(&Path), services: &[(&str, &str)]) -> Nod
         dir,
         console,
     };
+    // Until the socket answers, not merely exists: it is there from bind(), before listen(),
+    // and a connect in between is refused (make test once met that).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.socket().exists() {
+    while Client::call(&node.socket(), &Request::Status).is_err() {
         assert!(
             Instant::now() < deadline,
-            "control socket never appeared; console:\n{}",
+            "control socket never answered; console:\n{}",
             node.console()
         );
         std::thread::sleep(Duration::from_millis(10));
