@@ -187,6 +187,15 @@ fn print_report(args: &ContainerBenchArgs, c: &Conditions, results: &[(String, F
             cell("clone")
         );
     }
+    println!();
+    for (backend, f) in results {
+        println!(
+            "{backend}, ours by phase (medians): create+start {:.1} ms, wait for the exit {:.1} ms, delete {:.1} ms",
+            num(f, "ours_create_ms"),
+            num(f, "ours_wait_ms"),
+            num(f, "ours_delete_ms")
+        );
+    }
     let Some((first, f)) = results.first() else {
         return;
     };

@@ -81,6 +81,30 @@ fn run_two_instances(backend: &str, storage: &str) {
             ),
         );
     }
+    // wait blocks until the run ends and passes its status on; a container never started is
+    // refused with the fix.
+    let short = &digest[7..19];
+    sh(
+        &vm,
+        &format!(
+            "tessera container create c --template {short} --start -- /bin/sh -c 'sleep 1; exit 3'"
+        ),
+    );
+    let waited = sh(&vm, "tessera container wait c; echo status=$?");
+    assert!(
+        waited.contains("3\nstatus=3") || waited.contains("3\r\nstatus=3"),
+        "{waited}"
+    );
+    sh(
+        &vm,
+        &format!("tessera container create d --template {short} -- /bin/true"),
+    );
+    let refused = sh(&vm, "tessera container wait d; echo status=$?");
+    assert!(
+        refused.contains("has not been started") && refused.contains("status=1"),
+        "{refused}"
+    );
+    sh(&vm, "tessera container rm c; tessera container rm d");
     // Both have ended and the agent has forwarded their output (stderr included).
     for name in ["a", "b"] {
         exited(&vm, name);

@@ -1,8 +1,8 @@
 //! `tessera container bench`, run on the node (`make bench-container` drives it from the
 //! host): in one run, interleaved,
-//! - ours: create+start+wait-exit+delete of a container of one template through the agent's
-//!   socket, as `tessera container create --start` / `rm` do (the create includes the
-//!   instance's COW snapshot);
+//! - ours: create+start, wait, delete of a container of one template through the agent's
+//!   socket, as `tessera container create --start` / `wait` / `rm` do (the create includes
+//!   the instance's COW snapshot), with each phase's median;
 //! - crun: `crun run` of the same bundle (its directory, not a snapshot);
 //! - clone: the instance snapshot of the template alone, through the storage service;
 //! - the agent's VmRSS at idle, and with 5 sleeping containers each shim's VmRSS and PSS and
@@ -39,8 +39,6 @@ pub struct BenchArgs {
     pub sleepers: usize,
 }
 
-/// A poll of the agent while a container runs /bin/true: short, so that it adds little.
-const POLL: Duration = Duration::from_millis(1);
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn call(request: Value) -> anyhow::Result<Value> {
@@ -69,26 +67,34 @@ fn spread(v: &mut [f64]) -> (f64, f64, f64) {
     (at(0.1), median, at(0.9))
 }
 
-fn ours_cycle(template: &str, name: &str) -> anyhow::Result<Duration> {
+/// One cycle of ours, whole and by phase (ms).
+#[derive(Default)]
+struct Phases {
+    total: Vec<f64>,
+    create: Vec<f64>,
+    wait: Vec<f64>,
+    delete: Vec<f64>,
+}
+
+/// create --start, wait (the agent blocks on the shim's pidfd: nothing polls), delete.
+fn ours_cycle(template: &str, name: &str, phases: &mut Phases) -> anyhow::Result<()> {
     let t = Instant::now();
     // net none: the bundle's own network namespace with lo only, as `crun run` makes it.
     call(json!({"op": "create", "name": name, "template": template,
         "args": ["/bin/true"], "net": "none", "start": true}))?;
-    loop {
-        let v = call(json!({"op": "inspect", "name": name}))?;
-        if v["state"] == "exited" {
-            if v["exit"]["code"] != 0 {
-                bail!("container {name} running /bin/true did not exit 0: {v}");
-            }
-            break;
-        }
-        if t.elapsed() > TIMEOUT {
-            bail!("container {name} has not exited after {TIMEOUT:?}: {v}");
-        }
-        std::thread::sleep(POLL);
+    let created = t.elapsed();
+    let v = call(json!({"op": "wait", "name": name, "timeout_ms": TIMEOUT.as_millis() as u64}))?;
+    if v["exit"]["code"] != 0 {
+        bail!("container {name} running /bin/true did not exit 0: {v}");
     }
+    let waited = t.elapsed();
     call(json!({"op": "delete", "name": name}))?;
-    Ok(t.elapsed())
+    let total = t.elapsed();
+    phases.total.push(ms(total));
+    phases.create.push(ms(created));
+    phases.wait.push(ms(waited - created));
+    phases.delete.push(ms(total - waited));
+    Ok(())
 }
 
 fn crun_cycle(crun: &[&str], bundle: &Path, id: &str) -> anyhow::Result<Duration> {
@@ -158,12 +164,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let idle_rss = agent_rss()?;
 
     // One of each first: page cache and the agent's first allocations are not measured.
-    ours_cycle(&template.digest, "bench-warm")?;
+    ours_cycle(&template.digest, "bench-warm", &mut Phases::default())?;
     crun_cycle(&crun, &args.crun_bundle, "bench-warm")?;
-    let (mut ours, mut theirs, mut clone) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ours = Phases::default();
+    let (mut theirs, mut clone) = (Vec::new(), Vec::new());
     for i in 0..args.runs {
         eprintln!("[bench] cycle {}/{}", i + 1, args.runs);
-        ours.push(ms(ours_cycle(&template.digest, &format!("bench-{i}"))?));
+        ours_cycle(&template.digest, &format!("bench-{i}"), &mut ours)?;
         theirs.push(ms(crun_cycle(
             &crun,
             &args.crun_bundle,
@@ -201,12 +208,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         call(json!({"op": "delete", "name": format!("bench-sleep-{i}"), "force": true}))?;
     }
     let n = args.sleepers.max(1) as u64;
-    let (o, c, k) = (spread(&mut ours), spread(&mut theirs), spread(&mut clone));
+    let (o, c, k) = (
+        spread(&mut ours.total),
+        spread(&mut theirs),
+        spread(&mut clone),
+    );
+    let median = |v: &mut Vec<f64>| spread(v).1;
     println!(
-        "CONTAINER-GUEST-BENCH runs={} backend={} ours_p10_ms={:.1} ours_median_ms={:.1} ours_p90_ms={:.1} crun_p10_ms={:.1} crun_median_ms={:.1} crun_p90_ms={:.1} clone_p10_ms={:.2} clone_median_ms={:.2} clone_p90_ms={:.2} agent_rss_kib={idle_rss} agent_busy_rss_kib={busy_rss} sleepers={} shim_rss_kib={} shim_pss_kib={}",
+        "CONTAINER-GUEST-BENCH runs={} backend={} ours_p10_ms={:.1} ours_median_ms={:.1} ours_p90_ms={:.1} crun_p10_ms={:.1} crun_median_ms={:.1} crun_p90_ms={:.1} clone_p10_ms={:.2} clone_median_ms={:.2} clone_p90_ms={:.2} ours_create_ms={:.1} ours_wait_ms={:.1} ours_delete_ms={:.1} agent_rss_kib={idle_rss} agent_busy_rss_kib={busy_rss} sleepers={} shim_rss_kib={} shim_pss_kib={}",
         args.runs,
         storage.backend()?,
         o.0, o.1, o.2, c.0, c.1, c.2, k.0, k.1, k.2,
+        median(&mut ours.create),
+        median(&mut ours.wait),
+        median(&mut ours.delete),
         args.sleepers,
         shim_rss / n,
         shim_pss / n,

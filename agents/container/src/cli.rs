@@ -115,6 +115,13 @@ pub enum ContainerCommand {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+    /// Until the container's run ends; prints its exit code (128+N for signal N, as a shell
+    /// does) and exits with it.
+    Wait {
+        name: String,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Everything about one container, with its cgroup figures (JSON).
     Inspect {
         name: String,
@@ -135,6 +142,16 @@ pub enum ContainerCommand {
 
 fn call(request: Value) -> anyhow::Result<Value> {
     tessera_common::ipc::call(Path::new(SOCKET), "container", &request, TIMEOUT)
+}
+
+/// An exit as a shell reports it: the code, or 128 + the signal's number.
+fn shell_status(exit: &Value) -> i32 {
+    match (exit["code"].as_i64(), exit["signal"].as_i64()) {
+        (Some(c), _) => c as i32,
+        (None, Some(s)) => 128 + s as i32,
+        // No exit recorded (the reply always has one after a wait): a failure all the same.
+        (None, None) => 1,
+    }
 }
 
 fn parse_bytes(s: &str) -> anyhow::Result<i64> {
@@ -284,6 +301,17 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             println!("container {name} deleted");
             Ok(())
         }
+        ContainerCommand::Wait { name, timeout } => {
+            let v = tessera_common::ipc::call(
+                Path::new(SOCKET),
+                "container",
+                &json!({"op": "wait", "name": name, "timeout_ms": timeout.as_millis() as u64}),
+                timeout + TIMEOUT,
+            )?;
+            let code = shell_status(&v["exit"]);
+            println!("{code}");
+            std::process::exit(code)
+        }
         ContainerCommand::Inspect { name } => {
             let v = call(json!({"op": "inspect", "name": name}))?;
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -393,6 +421,16 @@ fn parse_publish(s: &str) -> Result<crate::instances::Port, String> {
 mod publish_tests {
     use super::parse_publish;
     use tessera_userdata::schema::{PortProtocol, PortScope};
+
+    #[test]
+    fn exits_become_shell_statuses() {
+        assert_eq!(super::shell_status(&serde_json::json!({"code": 3})), 3);
+        assert_eq!(
+            super::shell_status(&serde_json::json!({"signal": 9, "oom_killed": true})),
+            137
+        );
+        assert_eq!(super::shell_status(&serde_json::Value::Null), 1);
+    }
 
     #[test]
     fn publish_flags_parse_and_bad_ones_say_the_form() {

@@ -181,10 +181,13 @@ pub fn create(storage: &Storage, new: New) -> Result<Record, InstanceError> {
         )));
     }
     let volume = volume_name(new.name);
-    if storage.find(&volume)?.is_some() {
-        return Err(InstanceError::Exists(new.name.to_string()));
-    }
-    let snap = storage.snapshot(&new.template.name, &volume, false)?;
+    // The snapshot refuses an existing name itself: no volume list first.
+    let snap = storage
+        .snapshot(&new.template.name, &volume, false)
+        .map_err(|e| match e.code() {
+            "exists" => InstanceError::Exists(new.name.to_string()),
+            _ => InstanceError::from(e),
+        })?;
     let record = Record {
         name: new.name.to_string(),
         template: new.template.digest.clone(),
@@ -341,6 +344,11 @@ pub fn list(storage: &Storage) -> Result<Vec<Record>, InstanceError> {
         .filter(|v| v.name.starts_with(PREFIX) && !v.readonly)
         .filter_map(|v| read_record(&v.path))
         .collect())
+}
+
+/// Whether a record read earlier still has its file in its instance volume.
+pub fn still_there(record: &Record) -> bool {
+    record.bundle.join(RECORD).exists()
 }
 
 pub fn find(storage: &Storage, name: &str) -> Result<Record, InstanceError> {

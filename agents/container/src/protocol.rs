@@ -12,10 +12,11 @@
 //! | `{"op":"stop","name":"web","grace_ms":5000}` | the container, stopped |
 //! | `{"op":"kill","name":"web","signal":"SIGKILL"}` | `{"ok":true}` |
 //! | `{"op":"delete","name":"web","force":bool}` | `{"ok":true}` |
+//! | `{"op":"wait","name":"web","timeout_ms":60000}` | the container once its run has ended (`exit` set); `timeout` if it runs on |
 //! | `{"op":"logs","name":"web","offset":N,"tail":N}` | `{"lines":[event…],"offset":N,"running":bool}`: from `offset` (none: the whole log, or its last `tail` lines); ask again with the offset to follow |
 //!
 //! Errors: `{"error":CODE,"reason":…}`: bad_request, not_found, exists, wrong_state,
-//! unavailable (no data disk: the reason says why), the import refusals of
+//! unavailable (no data disk: the reason says why), timeout (a wait that ran out), the import refusals of
 //! `archive::ImportError::code`, the storage service's codes, internal.
 
 use serde::Deserialize;
@@ -84,6 +85,12 @@ pub enum Request {
     },
     Inspect {
         name: String,
+    },
+    /// Until the container's current run ends (a created, unstarted one is refused).
+    Wait {
+        name: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
     Logs {
         name: String,
@@ -158,6 +165,13 @@ mod tests {
         );
         let e = parse(br#"{"op":"create","name":"w","template":"abc","identity":{"subsystem":"web","key":"x"}}"#).unwrap_err();
         assert!(e.reason.contains("unknown field `key`"), "{}", e.reason);
+        assert_eq!(
+            parse(br#"{"op":"wait","name":"w"}"#).unwrap(),
+            Request::Wait {
+                name: "w".into(),
+                timeout_ms: None
+            }
+        );
         let e = parse(br#"{"op":"list","x":1}"#).unwrap_err();
         assert_eq!(e.code, "bad_request");
         let e = parse(br#"{"op":"explode"}"#).unwrap_err();

@@ -37,6 +37,9 @@ pub const STATE_ROOT: &str = "/run/tessera/containers";
 pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/containers";
 /// How long a stop waits before SIGKILL, unless the request says.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long a `wait` without `timeout_ms` waits, and the most any may.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Restarts of a container: like a service's default intensity and backoff.
 pub(crate) const INTENSITY: Intensity = Intensity {
     max_restarts: 5,
@@ -62,6 +65,8 @@ pub struct Agent {
     /// The containers' records as last read from the data disk: the supervision loop reads
     /// these every tick instead of asking the storage service to list its volumes each time.
     pub(crate) records: Mutex<BTreeMap<String, Record>>,
+    /// Templates met so far, by digest: a create names one without a volume list.
+    templates: Mutex<BTreeMap<String, templates::Template>>,
     /// One change at a time: name checks and changes must not interleave.
     pub(crate) changes: Mutex<()>,
     /// The containers' bridge network (`[container_network]`).
@@ -117,6 +122,7 @@ fn code_of(code: &str) -> &'static str {
         "cleanup_failed",
         "dest_not_empty",
         "bad_source",
+        "timeout",
     ];
     CODES
         .iter()
@@ -143,6 +149,7 @@ fn runtime_error(e: RuntimeError) -> ApiError {
         RuntimeError::Exists(_) => "exists",
         RuntimeError::WrongState { .. } => "wrong_state",
         RuntimeError::InvalidId(_) => "bad_request",
+        RuntimeError::Timeout { .. } => "timeout",
         _ => "internal",
     };
     ApiError::new(code, e.to_string())
@@ -164,6 +171,7 @@ impl Agent {
             unavailable: Mutex::new(None),
             watches: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
+            templates: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
             subnet,
             bridge_ready: Mutex::new(false),
@@ -320,13 +328,13 @@ impl Agent {
             }
             ref create @ Request::Create { .. } => self.create(create),
             Request::Start { name } => {
-                let record = instances::find(&self.storage, &name)?;
+                let record = self.record(&name)?;
                 self.launch(&record)?;
                 self.release(&name);
                 Ok(self.describe(&record, false))
             }
             Request::Stop { name, grace_ms } => {
-                let record = instances::find(&self.storage, &name)?;
+                let record = self.record(&name)?;
                 self.hold(&name);
                 let grace = grace_ms.map(Duration::from_millis).unwrap_or(DEFAULT_GRACE);
                 let dir = self.state_dir(&name);
@@ -337,7 +345,7 @@ impl Agent {
                 Ok(self.describe(&record, false))
             }
             Request::Kill { name, signal } => {
-                instances::find(&self.storage, &name)?;
+                self.record(&name)?;
                 let signal = match signal.as_deref() {
                     None => Signal::SIGKILL,
                     Some(s) => parse_signal(s)?,
@@ -347,7 +355,7 @@ impl Agent {
             }
             Request::Delete { name, force } => {
                 let _g = lock(&self.changes);
-                let record = instances::find(&self.storage, &name)?;
+                let record = self.record(&name)?;
                 self.hold(&name);
                 let running =
                     runtime::state(&self.state_dir(&name)).is_ok_and(|s| s.status.is_live());
@@ -359,15 +367,20 @@ impl Agent {
                 Ok(json!({"ok": true}))
             }
             Request::Inspect { name } => {
-                let record = instances::find(&self.storage, &name)?;
+                let record = self.record(&name)?;
                 Ok(self.describe(&record, true))
             }
+            Request::Wait { name, timeout_ms } => {
+                let record = self.record(&name)?;
+                let timeout = timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_WAIT);
+                self.wait(&record, timeout.min(MAX_WAIT))?;
+                Ok(self.describe(&record, false))
+            }
             Request::Logs { name, offset, tail } => {
-                // A follower asks every few hundred ms: the cache answers, not the storage
-                // service (every container this agent knows is in it).
-                if !lock(&self.records).contains_key(&name) {
-                    instances::find(&self.storage, &name)?;
-                }
+                // A follower asks every few hundred ms: the cache answers.
+                self.record(&name)?;
                 self.logs(&name, offset, tail)
             }
         }
@@ -401,7 +414,7 @@ impl Agent {
         }
         let record = {
             let _g = lock(&self.changes);
-            let template = templates::resolve(&self.storage, template)?;
+            let template = self.template(template)?;
             let net = net.as_deref().unwrap_or("bridge");
             self.check_ports(name, ports)?;
             instances::create(
@@ -428,6 +441,32 @@ impl Agent {
             self.launch(&record)?;
         }
         Ok(self.describe(&record, false))
+    }
+
+    /// A container's record: the cached one while its file is still in its instance (a stat),
+    /// else the storage service's (a volume list, which on LVM thin runs `lvs`: ~0.3 s under
+    /// TCG, too slow for every request).
+    pub(crate) fn record(&self, name: &str) -> Result<Record, InstanceError> {
+        let cached = lock(&self.records).get(name).cloned();
+        if let Some(r) = cached.filter(instances::still_there) {
+            return Ok(r);
+        }
+        let r = instances::find(&self.storage, name)?;
+        lock(&self.records).insert(name.to_string(), r.clone());
+        Ok(r)
+    }
+
+    /// The template a create names: a full digest met before is taken from the cache while its
+    /// metadata is still there; anything else (a prefix, a new digest) from a volume list.
+    fn template(&self, reference: &str) -> Result<templates::Template, TemplateError> {
+        let digest = templates::full_digest(reference);
+        let cached = digest.and_then(|d| lock(&self.templates).get(&d).cloned());
+        if let Some(t) = cached.filter(templates::still_there) {
+            return Ok(t);
+        }
+        let t = templates::resolve(&self.storage, reference)?;
+        lock(&self.templates).insert(t.digest.clone(), t.clone());
+        Ok(t)
     }
 
     /// Creates and starts the container's processes (after deleting a stopped run's state).
@@ -539,6 +578,29 @@ impl Agent {
             json!({"container": record.name, "pid": created.init_pid, "shim_pid": created.shim_pid}),
         );
         Ok(())
+    }
+
+    /// Blocks (this connection's thread only) until the container's current run has ended.
+    fn wait(&self, record: &Record, timeout: Duration) -> Result<(), ApiError> {
+        let dir = self.state_dir(&record.name);
+        let never = || {
+            api(
+                "wrong_state",
+                format!(
+                    "container {} has not been started: start it first (`tessera container start {}`)",
+                    record.name, record.name
+                ),
+            )
+        };
+        match runtime::state(&dir) {
+            Err(RuntimeError::NotFound(_)) => return Err(never()),
+            Err(e) => return Err(runtime_error(e)),
+            Ok(s) if matches!(s.status, Status::Created | Status::Creating) => return Err(never()),
+            Ok(_) => {}
+        }
+        runtime::wait(&dir, timeout)
+            .map(drop)
+            .map_err(runtime_error)
     }
 
     /// Removes a container whatever its state (its processes, state directory, instance

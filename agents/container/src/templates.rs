@@ -263,6 +263,21 @@ pub fn find(storage: &Storage, digest: &str) -> Result<Option<Template>, Templat
     }
 }
 
+/// `sha256:<64 hex>` when `reference` is a whole digest (with or without `sha256:`).
+pub fn full_digest(reference: &str) -> Option<String> {
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| format!("sha256:{hex}"))
+}
+
+/// Whether a template read earlier still has its metadata in its volume.
+pub fn still_there(t: &Template) -> bool {
+    t.path.join(METADATA).exists()
+}
+
 /// A template named by its digest, a digest prefix (`sha256:` optional, ≥ 12 hex digits) or
 /// its volume name.
 pub fn resolve(storage: &Storage, reference: &str) -> Result<Template, TemplateError> {
@@ -305,6 +320,17 @@ mod tests {
         assert!(name.len() <= 64);
         let staging = staging_name(&digest);
         assert!(staging.len() <= 64 && staging.ends_with("-new") && staging != name);
+    }
+
+    #[test]
+    fn only_whole_lower_case_digests_are_full() {
+        let hex = "0a".repeat(32);
+        let full = format!("sha256:{hex}");
+        assert_eq!(full_digest(&hex).as_deref(), Some(full.as_str()));
+        assert_eq!(full_digest(&full).as_deref(), Some(full.as_str()));
+        assert_eq!(full_digest(&hex[..12]), None);
+        assert_eq!(full_digest(&hex.to_uppercase()), None);
+        assert_eq!(full_digest(&format!("tpl-{}", &hex[..48])), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `POST /v1/containers/{name}/start` | change | `start` |
 //! | `POST /v1/containers/{name}/stop` `{"grace_ms":5000}` (body optional) | change | `stop`: the container, stopped |
 //! | `POST /v1/containers/{name}/kill` `{"signal":"SIGTERM"}` (body optional, default SIGKILL) | change | `kill` |
+//! | `POST /v1/containers/{name}/wait` `{"timeout_ms":60000}` (body optional) | read | `wait`: the container once its run has ended; 504 timeout if it runs on |
 //! | `DELETE /v1/containers/{name}?force=1` | change | `delete` |
 //! | `GET /v1/containers/{name}/logs?follow=1&tail=N` | read | JSON lines of its output; with `follow` streamed until the container stops |
 //! | `GET /v1/templates` | read | `templates` |
@@ -36,6 +37,10 @@ const CONTAINER: Local = Local {
     // A create snapshots the template and sets the container up: seconds under TCG.
     timeout: Duration::from_secs(120),
 };
+
+/// The container agent's default and longest wait (`tessera_container::service`).
+const DEFAULT_WAIT_MS: u64 = 60_000;
+const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
 
 /// How often a follower asks for more output.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -66,14 +71,14 @@ pub async fn route(
             )
             .await
         }
-        (&Method::POST, ["containers", name, action @ ("start" | "stop" | "kill")]) => {
+        (&Method::POST, ["containers", name, action @ ("start" | "stop" | "kill" | "wait")]) => {
             action_request(name, action, req).await
         }
         (&Method::GET, ["containers", name, "logs"]) => logs(name, query).await,
         (&Method::POST, ["containers", _, other]) => Err(error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("unknown action {other:?}; use start, stop or kill"),
+            format!("unknown action {other:?}; use start, stop, kill or wait"),
         )),
         _ => Err(not_allowed(method, &path)),
     }
@@ -107,7 +112,16 @@ async fn action_request(name: &str, action: &str, req: Request<Incoming>) -> Rep
     };
     fields.insert("op".into(), json!(action));
     fields.insert("name".into(), json!(name));
-    proxy(CONTAINER, request).await
+    let to = match (action, fields.get("timeout_ms").and_then(Value::as_u64)) {
+        // A wait may outlast the usual timeout: the agent ends it, this only backs it up.
+        ("wait", waited) => Local {
+            timeout: CONTAINER.timeout
+                + Duration::from_millis(waited.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS)),
+            ..CONTAINER
+        },
+        _ => CONTAINER,
+    };
+    proxy(to, request).await
 }
 
 /// `name=1` (or `true`, or bare) in the query.

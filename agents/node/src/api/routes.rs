@@ -87,6 +87,8 @@ pub async fn handle(
     let query = req.uri().query().unwrap_or_default().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let access = match (&method, segments.as_slice()) {
+        // Waiting for an exit changes nothing: any cluster certificate may.
+        (&Method::POST, ["v1", "containers", _, "wait"]) => Access::Read,
         (&Method::POST | &Method::DELETE, ["v1", "containers" | "templates", ..]) => {
             Access::Change(auth::CONTAINER_CAPABILITY)
         }
@@ -293,6 +295,7 @@ pub fn refusal_status(code: &str) -> StatusCode {
         "no_space" => StatusCode::INSUFFICIENT_STORAGE,
         "no_storage" | "busy" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "forbidden" => StatusCode::FORBIDDEN,
+        "timeout" => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

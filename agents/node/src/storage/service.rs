@@ -102,12 +102,15 @@ impl Storage {
         }
         let b = self.backend()?;
         let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        // How long each change took, in its log line: the operator sees what storage costs.
+        let began = std::time::Instant::now();
+        let ms = || (began.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
         let done = |what: &str, v: &Volume| {
             log(
                 "info",
                 what,
                 json!({"volume": v.name.as_str(), "kind": v.kind, "readonly": v.readonly,
-                       "origin": v.origin, "path": v.path}),
+                       "origin": v.origin, "path": v.path, "ms": ms()}),
             );
         };
         match request {
@@ -135,7 +138,11 @@ impl Storage {
             }
             Request::Delete { name } => {
                 b.delete(&name).map_err(api_error)?;
-                log("info", "volume deleted", json!({"volume": name.as_str()}));
+                log(
+                    "info",
+                    "volume deleted",
+                    json!({"volume": name.as_str(), "ms": ms()}),
+                );
                 Ok(json!({"ok": true}))
             }
         }
