@@ -8,12 +8,15 @@
 //! - `conditions`: load average, CPU model and QEMU version of the run;
 //! - `boot`: `tessera bench boot` (the image against the busybox floor);
 //! - `node`: `tessera bench node` (the node agent's snapshots, start-up and RSS);
-//! - `container`: `tessera bench container` (issue 9 §5).
+//! - `container`: `tessera bench container` (issue 9 §5);
+//! - `command`: the `tessera bench …` subcommands, dispatched to the above and to the CA,
+//!   identity and hub benchmarks of their own crates.
 //!
 //! It must not be linked into the node build (`tessera-node`): init depends on it only under
 //! its `host` feature.
 
 pub mod boot;
+pub mod command;
 pub mod conditions;
 pub mod container;
 pub mod disks;

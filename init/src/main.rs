@@ -8,10 +8,6 @@ use tessera_common::control::{ServiceAction, ShutdownMode};
 use tessera_common::paths;
 use tessera_init::{cli, klog, pid1};
 
-#[cfg(feature = "host")]
-mod bench;
-mod identity_cli;
-
 #[derive(Parser)]
 #[command(
     name = "tessera",
@@ -100,14 +96,14 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     #[cfg(feature = "host")]
-    Bench(bench::BenchCommand),
+    Bench(tessera_bench::command::BenchCommand),
     /// The cluster CA: one-time tokens, certificates, revocation (runs on the operator's host).
     #[cfg(feature = "host")]
     #[command(subcommand)]
     Ca(tessera_ca::CaCommand),
     /// Node identity: check the key handling on this kernel.
     #[command(subcommand)]
-    Identity(identity_cli::IdentityCommand),
+    Identity(tessera_certmgr::cli::IdentityCommand),
     /// The node API from the host, over mTLS with an operator certificate.
     Node(tessera_node::cli::NodeArgs),
     /// This node's metrics in the Prometheus text format (what /metrics serves).
@@ -452,7 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reboot => cli::shutdown(&socket, ShutdownMode::Reboot)?,
         Command::Halt => cli::shutdown(&socket, ShutdownMode::Halt)?,
         Command::Klog => klog::run()?,
-        Command::Identity(cmd) => return identity_cli::run(cmd),
+        Command::Identity(cmd) => return tessera_certmgr::cli::run(cmd),
         Command::Node(args) => return tessera_node::cli::run_node(args),
         Command::Metrics => tessera_node::cli::run_metrics()?,
         Command::Hub(args) => tessera_hub::cli::run(args)?,
@@ -475,7 +471,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "host")]
         Command::Vm(cmd) => return tessera_qemu::run(cmd),
         #[cfg(feature = "host")]
-        Command::Bench(cmd) => bench::run(cmd)?,
+        Command::Bench(cmd) => tessera_bench::command::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@
 //! node-local CA), `node` (the node identity and what certmgr says about it), `keygen` (child
 //! keys), `children` (issuing child identities), `tokens` (one-time local tokens), `peers`
 //! (which process holds which identity), `api` (the socket server), `protocol` (its messages),
-//! `client` (its client), `callout` (`/sbin/request-key`), `keyctl` (the key system calls the
+//! `client` (its client), `cli` (the `tessera identity …` commands), `callout` (`/sbin/request-key`), `keyctl` (the key system calls the
 //! identity crate does not wrap), `fetch` (`tessera identity fetch` and `keys`), `scan`
 //! (`tessera identity scan`), `secret` (locked, zeroized buffers), `defaults`.
 
@@ -28,6 +28,7 @@ pub mod bootstrap;
 pub mod ca_client;
 pub mod callout;
 pub mod children;
+pub mod cli;
 pub mod client;
 pub mod defaults;
 pub mod fetch;

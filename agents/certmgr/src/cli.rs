@@ -8,11 +8,11 @@
 //!   Tessera keys this process can see; `scan` looks for leaked keys and tokens
 //!   (tessera_certmgr).
 
+use crate::{client, fetch, scan};
 use clap::{Subcommand, ValueEnum};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tessera_certmgr::{client, fetch, scan};
 use tessera_identity::keys::{self, KeyMode};
 
 #[derive(Subcommand)]
@@ -157,12 +157,12 @@ fn status(json: bool) -> anyhow::Result<ExitCode> {
 fn fetch_identity(token_fd: Option<i32>, mtls: bool) -> anyhow::Result<ExitCode> {
     let fd = fetch::token_fd(
         token_fd,
-        std::env::var(tessera_certmgr::defaults::IDENTITY_FD_ENV).ok(),
+        std::env::var(crate::defaults::IDENTITY_FD_ENV).ok(),
     )?;
     let token = fetch::read_token_fd(fd)?;
     if mtls {
-        let socket = tessera_certmgr::client::default_socket();
-        let id = tessera_certmgr::agent_identity::AgentIdentity::obtain(&token, &socket)?;
+        let socket = crate::client::default_socket();
+        let id = crate::agent_identity::AgentIdentity::obtain(&token, &socket)?;
         drop(token);
         return mtls_check(&id);
     }
@@ -176,7 +176,7 @@ fn fetch_identity(token_fd: Option<i32>, mtls: bool) -> anyhow::Result<ExitCode>
         "IDENTITY-FETCH cert_key={} private_key={private} private_type={private_type} serial={} subject=\"{}\"",
         fetched.cert_key.serial(),
         fetched.peer.serial,
-        tessera_certmgr::ca_client::subject_text(&fetched.peer)
+        crate::ca_client::subject_text(&fetched.peer)
     );
     if let Ok(text) = std::fs::read_to_string("/proc/keys") {
         print_keys(&text);
@@ -185,11 +185,11 @@ fn fetch_identity(token_fd: Option<i32>, mtls: bool) -> anyhow::Result<ExitCode>
 }
 
 /// A handshake between this identity's own server and client configurations.
-fn mtls_check(id: &tessera_certmgr::agent_identity::AgentIdentity) -> anyhow::Result<ExitCode> {
+fn mtls_check(id: &crate::agent_identity::AgentIdentity) -> anyhow::Result<ExitCode> {
     let shown = |p: &Option<tessera_identity::profile::PeerIdentity>| match p {
         Some(p) => format!(
             "{} caps={}",
-            tessera_certmgr::ca_client::subject_text(p),
+            crate::ca_client::subject_text(p),
             p.capabilities.join(",")
         ),
         None => "none".into(),
@@ -224,7 +224,7 @@ fn run_scan(roots: Vec<PathBuf>, secrets_stdin: bool, processes: bool) -> anyhow
     let mut patterns = scan::key_patterns();
     if secrets_stdin {
         // The secrets stay in a locked, zeroized buffer (the patterns die with the process).
-        let mut input = tessera_certmgr::secret::SecretBytes::with_capacity(64 * 1024);
+        let mut input = crate::secret::SecretBytes::with_capacity(64 * 1024);
         let mut stdin = std::io::stdin().lock();
         while !input.spare_mut().is_empty() {
             match stdin.read(input.spare_mut())? {
