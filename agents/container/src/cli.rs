@@ -283,8 +283,13 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContainerCommand::Stop { name, grace } => {
-            let v =
-                call(json!({"op": "stop", "name": name, "grace_ms": grace.as_millis() as u64}))?;
+            // The agent may wait the whole grace period, then for the kill.
+            let v = tessera_common::ipc::call(
+                Path::new(SOCKET),
+                "container",
+                &json!({"op": "stop", "name": name, "grace_ms": grace.as_millis() as u64}),
+                grace + TIMEOUT,
+            )?;
             println!(
                 "container {name} {} {}",
                 v["state"].as_str().unwrap_or(""),

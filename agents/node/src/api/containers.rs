@@ -38,8 +38,10 @@ const CONTAINER: Local = Local {
     timeout: Duration::from_secs(120),
 };
 
-/// The container agent's default and longest wait (`tessera_container::service`).
+/// The container agent's default wait and stop grace, and the longest wait
+/// (`tessera_container::service`).
 const DEFAULT_WAIT_MS: u64 = 60_000;
+const DEFAULT_GRACE_MS: u64 = 5_000;
 const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
 
 /// How often a follower asks for more output.
@@ -112,14 +114,19 @@ async fn action_request(name: &str, action: &str, req: Request<Incoming>) -> Rep
     };
     fields.insert("op".into(), json!(action));
     fields.insert("name".into(), json!(name));
-    let to = match (action, fields.get("timeout_ms").and_then(Value::as_u64)) {
-        // A wait may outlast the usual timeout: the agent ends it, this only backs it up.
-        ("wait", waited) => Local {
-            timeout: CONTAINER.timeout
-                + Duration::from_millis(waited.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS)),
+    // A wait or a stop may outlast the usual timeout: the agent ends them, this backs it up.
+    let ms = |key: &str| fields.get(key).and_then(Value::as_u64);
+    let longer = match action {
+        "wait" => Some(ms("timeout_ms").unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS)),
+        "stop" => Some(ms("grace_ms").unwrap_or(DEFAULT_GRACE_MS).min(MAX_WAIT_MS)),
+        _ => None,
+    };
+    let to = match longer {
+        Some(extra) => Local {
+            timeout: CONTAINER.timeout + Duration::from_millis(extra),
             ..CONTAINER
         },
-        _ => CONTAINER,
+        None => CONTAINER,
     };
     proxy(to, request).await
 }
