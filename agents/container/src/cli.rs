@@ -141,7 +141,12 @@ pub enum ContainerCommand {
 }
 
 fn call(request: Value) -> anyhow::Result<Value> {
-    tessera_common::ipc::call(Path::new(SOCKET), "container", &request, TIMEOUT)
+    call_within(request, Duration::ZERO)
+}
+
+/// A request the agent may take `longer` than usual over (a stop's grace, a wait).
+fn call_within(request: Value, longer: Duration) -> anyhow::Result<Value> {
+    tessera_common::ipc::call(Path::new(SOCKET), "container", &request, longer + TIMEOUT)
 }
 
 /// An exit as a shell reports it: the code, or 128 + the signal's number.
@@ -284,11 +289,9 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
         }
         ContainerCommand::Stop { name, grace } => {
             // The agent may wait the whole grace period, then for the kill.
-            let v = tessera_common::ipc::call(
-                Path::new(SOCKET),
-                "container",
-                &json!({"op": "stop", "name": name, "grace_ms": grace.as_millis() as u64}),
-                grace + TIMEOUT,
+            let v = call_within(
+                json!({"op": "stop", "name": name, "grace_ms": grace.as_millis() as u64}),
+                grace,
             )?;
             println!(
                 "container {name} {} {}",
@@ -307,11 +310,9 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContainerCommand::Wait { name, timeout } => {
-            let v = tessera_common::ipc::call(
-                Path::new(SOCKET),
-                "container",
-                &json!({"op": "wait", "name": name, "timeout_ms": timeout.as_millis() as u64}),
-                timeout + TIMEOUT,
+            let v = call_within(
+                json!({"op": "wait", "name": name, "timeout_ms": timeout.as_millis() as u64}),
+                timeout,
             )?;
             let code = shell_status(&v["exit"]);
             println!("{code}");
