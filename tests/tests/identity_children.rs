@@ -66,7 +66,12 @@ fn scan(vm: &Vm, secrets: &[&str], exprs: &[&str]) -> String {
 fn a_child_gets_its_certificate_and_kernel_held_key_through_request_key() {
     let ca = HostCa::start("children-rsa");
     let token = ca.token("node1.example");
-    let vm = booted("identity-child-rsa", &ca, &token, &[]);
+    let vm = booted(
+        "identity-child-rsa",
+        &ca,
+        &token,
+        &["tessera.certmgr_child_key=kernel-rsa"],
+    );
     let out = sh(
         &vm,
         "tessera identity child-token hub hub | tessera identity fetch --token-fd 0",
@@ -76,7 +81,7 @@ fn a_child_gets_its_certificate_and_kernel_held_key_through_request_key() {
         f["subject"], "DC=prod, O=hub, OU=node1.example, UID=hub",
         "{out}"
     );
-    // kernel-rsa (the default on this kernel): an asymmetric key the child cannot read back,
+    // kernel-rsa (asked for; agents get P-256 by default): an asymmetric key the child cannot read back,
     // possessor view/search/setattr only, in its process keyring; the chain beside it.
     assert_eq!(f["private_type"], "asymmetric", "{out}");
     let serial = &f["serial"];

@@ -70,7 +70,7 @@ fn ecdsa_key_is_possessor_only_and_signs_tls13() {
 }
 
 #[test]
-fn default_key_mode_on_the_debian_kernel_is_kernel_rsa() {
+fn default_key_mode_on_the_debian_kernel_is_kernel_rsa_for_the_node_and_p256_for_agents() {
     let vm = booted("identity-detect");
     // pkcs8_key_parser is no boot module (PID 1 does not load it): certmgr's key-mode
     // detection loaded it through /sbin/modprobe and chose kernel-rsa, saying why.
@@ -85,9 +85,20 @@ fn default_key_mode_on_the_debian_kernel_is_kernel_rsa() {
     assert!(
         certmgr.contains("node key generated")
             && certmgr.contains("key_mode=kernel-rsa")
-            && certmgr.contains("why=\"detected: "),
+            && certmgr.contains("why=\"detected: ")
+            && certmgr.contains("child_key_mode=ecdsa-p256 child_why=\"default: "),
         "{certmgr}"
     );
+    // The node API's and the hub's identities were made with P-256 keys, and both serve.
+    for agent in ["node", "hub"] {
+        let made = certmgr
+            .lines()
+            .find(|l| l.contains("child identity ready") && l.contains(&format!("O={agent},")))
+            .unwrap_or_else(|| panic!("no {agent} identity in:\n{certmgr}"));
+        assert!(made.contains("key_mode=ecdsa-p256"), "{made}");
+    }
+    let status = sh(&vm, "tessera identity status");
+    assert!(status.contains("child keys ecdsa-p256"), "{status}");
     // The check's own detection agrees.
     let (out, f) = identity_check(&vm, "");
     assert!(out.contains("key mode kernel-rsa (detected:"), "{out}");

@@ -364,7 +364,7 @@ fn child_token(caller: Caller, ctx: &Context, req: ChildRequest) -> Result<Reply
             ("as", who.into()),
         ],
     );
-    let key_mode = ctx.shared.read(|s| s.key_mode);
+    let key_mode = ctx.shared.read(|s| s.child_key_mode);
     let tokens = ctx.tokens.clone();
     let helper = ctx.helper.clone();
     let events = ctx.events.clone();

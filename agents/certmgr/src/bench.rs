@@ -59,8 +59,9 @@ impl Boot {
     }
 }
 
-/// The CA on this host, stopped on drop.
-struct HostCa {
+/// A Tessera CA on this host (`tessera ca serve` on 127.0.0.1, the guest reaches it as
+/// 10.0.2.2), stopped on drop. The boot benchmark uses it too.
+pub struct HostCa {
     child: Child,
     state: tempfile::TempDir,
     port: u16,
@@ -76,7 +77,8 @@ impl Drop for HostCa {
 }
 
 impl HostCa {
-    fn start(exe: &Path) -> anyhow::Result<HostCa> {
+    /// Initialises a CA with `exe` (`tessera ca init`) in a temporary directory and serves it.
+    pub fn start(exe: &Path) -> anyhow::Result<HostCa> {
         let state = tempfile::tempdir().context("temporary CA state directory")?;
         let dir = state.path().join("ca");
         let status = Command::new(exe)
@@ -118,7 +120,28 @@ impl HostCa {
         bail!("the CA did not start listening on 127.0.0.1:{port}")
     }
 
-    fn token(&self, node: &str) -> anyhow::Result<String> {
+    /// The URL a guest on QEMU's user network reaches the CA at.
+    pub fn guest_url(&self) -> String {
+        format!("https://10.0.2.2:{}", self.port)
+    }
+
+    /// The CA's `sha256:…` fingerprint, for `ca_fp`.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The kernel arguments of a node booting with `token` as `node`, as PXE would give them.
+    pub fn kernel_args(&self, token: &str, node: &str) -> Vec<String> {
+        vec![
+            format!("tessera.ca={}", self.guest_url()),
+            format!("tessera.ca_fp={}", self.fingerprint),
+            format!("tessera.token={token}"),
+            format!("tessera.hostname={node}"),
+        ]
+    }
+
+    /// A node token for `node` that may hand out the default image's identities.
+    pub fn token(&self, node: &str) -> anyhow::Result<String> {
         output(
             Command::new(&self.exe)
                 .args(["ca", "token", "--state"])
@@ -180,14 +203,9 @@ pub fn bench(args: IdentityBenchArgs) -> anyhow::Result<()> {
             eprintln!("[bench] run {run}/{}: CA, {mode}", args.runs);
             let node = format!("node{run}.bench");
             let token = ca.token(&node)?;
-            let append = [
-                format!("tessera.ca=https://10.0.2.2:{}", ca.port),
-                format!("tessera.ca_fp={}", ca.fingerprint),
-                format!("tessera.token={token}"),
-                format!("tessera.hostname={node}"),
-                format!("tessera.certmgr_key={mode}"),
-                "tessera.imds=off".into(),
-            ];
+            let mut append = ca.kernel_args(&token, &node);
+            append.push(format!("tessera.certmgr_key={mode}"));
+            append.push("tessera.imds=off".into());
             let refs: Vec<&str> = append.iter().map(String::as_str).collect();
             results.entry(format!("CA, {mode}")).or_default().push(boot(
                 &args.image,

@@ -138,6 +138,7 @@ fn status(json: bool) -> anyhow::Result<ExitCode> {
     println!("state      {}", field(&v, "state"));
     println!("status     {}", field(&v, "reason"));
     println!("key mode   {}", field(&v, "key_mode"));
+    println!("child keys {}", field(&v, "child_key_mode"));
     if let Some(node) = v.get("node").filter(|n| !n.is_null()) {
         println!("subject    {}", field(node, "subject"));
         println!("serial     {}", field(node, "serial"));

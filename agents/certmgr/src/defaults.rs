@@ -34,6 +34,11 @@ pub const IDENTITY_FD_ENV: &str = "TESSERA_IDENTITY_FD";
 pub const KEY_MODE_ARG: &str = "certmgr_key";
 /// The same for runs outside a node (`TESSERA_CERTMGR_KEY_MODE`).
 pub const KEY_MODE_ENV: &str = "TESSERA_CERTMGR_KEY_MODE";
+/// `tessera.certmgr_child_key=kernel-rsa|ecdsa-p256`: the key mode of agents' (child)
+/// identities. Default: ecdsa-p256.
+pub const CHILD_KEY_MODE_ARG: &str = "certmgr_child_key";
+/// The same for runs outside a node.
+pub const CHILD_KEY_MODE_ENV: &str = "TESSERA_CERTMGR_CHILD_KEY_MODE";
 
 /// One-time child tokens expire after this.
 pub const CHILD_TOKEN_TTL: Duration = Duration::from_secs(300);

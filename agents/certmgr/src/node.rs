@@ -49,6 +49,8 @@ pub struct NodeIdentity {
 
 pub struct State {
     pub key_mode: KeyMode,
+    /// What child identities' keys are made with.
+    pub child_key_mode: KeyMode,
     pub mode: Mode,
     pub ready: bool,
     /// The STATUS= text: why it waits, or what it holds.
@@ -64,10 +66,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(key_mode: KeyMode) -> Arc<Shared> {
+    pub fn new(key_mode: KeyMode, child_key_mode: KeyMode) -> Arc<Shared> {
         Arc::new(Shared {
             state: RwLock::new(State {
                 key_mode,
+                child_key_mode,
                 mode: Mode::Ca,
                 ready: false,
                 reason: "starting".into(),
@@ -126,6 +129,7 @@ impl Shared {
                 "state": if s.ready { "ready" } else { "waiting" },
                 "reason": s.reason,
                 "key_mode": s.key_mode.name(),
+                "child_key_mode": s.child_key_mode.name(),
                 "node": node,
             })
         })

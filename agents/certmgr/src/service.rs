@@ -48,6 +48,8 @@ pub struct Options {
     /// The process allowed to ask for any child token (PID 1).
     pub parent_pid: u32,
     pub allow_operator: bool,
+    /// The key mode of child identities (`settings::child_key_mode`).
+    pub child_key_mode: KeyMode,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub config_poll: Duration,
@@ -67,6 +69,7 @@ impl Options {
             cert_keyring: user,
             hostname_file: "/proc/sys/kernel/hostname".into(),
             parent_pid: 1,
+            child_key_mode: KeyMode::EcdsaP256,
             allow_operator: true,
             retry_initial: defaults::RETRY_INITIAL,
             retry_max: defaults::RETRY_MAX,
@@ -105,17 +108,22 @@ pub fn run_service() -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).context("generating the node key"),
     };
+    let child_env = std::env::var(defaults::CHILD_KEY_MODE_ENV).ok();
+    let (child_mode, child_why) =
+        settings::child_key_mode(&cmdline, child_env.as_deref(), key.mode());
     events.info(
         "node key generated",
         &[
             ("key_mode", key.mode().name().into()),
             ("why", why.into()),
+            ("child_key_mode", child_mode.name().into()),
+            ("child_why", child_why.into()),
             ("kernel_key", key.kernel_key().serial().into()),
             ("ms", (started.elapsed().as_millis() as u64).into()),
             ("uptime_ms", uptime_ms().into()),
         ],
     );
-    let helper = if key.mode() == KeyMode::KernelRsa {
+    let helper = if child_mode == KeyMode::KernelRsa {
         match KeygenHelper::spawn() {
             Ok(h) => Some(Arc::new(h)),
             Err(e) => {
@@ -129,7 +137,8 @@ pub fn run_service() -> anyhow::Result<()> {
     } else {
         None
     };
-    let opts = Options::for_node()?;
+    let mut opts = Options::for_node()?;
+    opts.child_key_mode = child_mode;
     let mut send = |assignments: &[String]| match notify::notify(assignments) {
         Ok(()) | Err(notify::NotifyError::NoSocket) => {}
         Err(e) => eprintln!("certmgr: {e}"),
@@ -145,7 +154,7 @@ pub fn run(
     events: Arc<Events>,
     notify: &mut dyn FnMut(&[String]),
 ) -> anyhow::Result<()> {
-    let shared = Shared::new(key.mode());
+    let shared = Shared::new(key.mode(), opts.child_key_mode);
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         tokens: Arc::new(TokenStore::new(

@@ -164,31 +164,76 @@ pub fn read_token(keyring: Keyring) -> Result<BootstrapToken, SettingsError> {
     Ok(BootstrapToken::new(&text[..trimmed_len], Some(key)))
 }
 
-/// The key mode: `tessera.certmgr_key=` on the kernel command line, else
+/// The node key mode: `tessera.certmgr_key=` on the kernel command line, else
 /// `$TESSERA_CERTMGR_KEY_MODE`, else what the kernel supports. Returns the reason with it.
 pub fn key_mode(cmdline: &str, env: Option<&str>) -> (KeyMode, String) {
-    let prefix = format!("tessera.{}=", defaults::KEY_MODE_ARG);
+    let detected = || {
+        let d = KeyMode::detect_with_reason();
+        (d.mode, format!("detected: {}", d.reason))
+    };
+    chosen_mode(
+        cmdline,
+        defaults::KEY_MODE_ARG,
+        env,
+        defaults::KEY_MODE_ENV,
+        detected,
+    )
+}
+
+/// The key mode of child identities: `tessera.certmgr_child_key=`, else
+/// `$TESSERA_CERTMGR_CHILD_KEY_MODE`, else ecdsa-p256. Agents' keys are made while the node
+/// boots, and a P-256 key takes milliseconds where RSA-2048 takes a second under emulation.
+/// kernel-rsa needs a node whose own key is kernel-rsa (the kernel supports it).
+pub fn child_key_mode(cmdline: &str, env: Option<&str>, node: KeyMode) -> (KeyMode, String) {
+    let default = || {
+        (
+            KeyMode::EcdsaP256,
+            "default: P-256 child keys are generated in milliseconds at boot".to_string(),
+        )
+    };
+    let (mode, why) = chosen_mode(
+        cmdline,
+        defaults::CHILD_KEY_MODE_ARG,
+        env,
+        defaults::CHILD_KEY_MODE_ENV,
+        default,
+    );
+    if mode == KeyMode::KernelRsa && node != KeyMode::KernelRsa {
+        return (
+            KeyMode::EcdsaP256,
+            format!("{why}, but the node key is {node}: this kernel cannot hold RSA keys; using ecdsa-p256"),
+        );
+    }
+    (mode, why)
+}
+
+/// A key mode set on the kernel command line (`tessera.<arg>=`), else in the environment,
+/// else `default()`; an unknown value falls back to the default and says so.
+fn chosen_mode(
+    cmdline: &str,
+    arg: &str,
+    env: Option<&str>,
+    env_name: &str,
+    default: impl Fn() -> (KeyMode, String),
+) -> (KeyMode, String) {
+    let prefix = format!("tessera.{arg}=");
     let from_cmdline = cmdline
         .split_ascii_whitespace()
         .find_map(|w| w.strip_prefix(prefix.as_str()))
         .map(|v| (v.trim_matches('"').to_string(), "kernel argument"));
     let from_env = env
         .filter(|v| !v.is_empty())
-        .map(|v| (v.to_string(), defaults::KEY_MODE_ENV));
-    if let Some((value, origin)) = from_cmdline.or(from_env) {
-        match value.parse::<KeyMode>() {
-            Ok(mode) => return (mode, format!("set by {origin}")),
-            Err(e) => {
-                let detected = KeyMode::detect_with_reason();
-                return (
-                    detected.mode,
-                    format!("{e} ({origin}); detected instead: {}", detected.reason),
-                );
-            }
+        .map(|v| (v.to_string(), env_name));
+    let Some((value, origin)) = from_cmdline.or(from_env) else {
+        return default();
+    };
+    match value.parse::<KeyMode>() {
+        Ok(mode) => (mode, format!("set by {origin}")),
+        Err(e) => {
+            let (mode, why) = default();
+            (mode, format!("{e} ({origin}); instead {why}"))
         }
     }
-    let detected = KeyMode::detect_with_reason();
-    (detected.mode, format!("detected: {}", detected.reason))
 }
 
 #[cfg(test)]
@@ -281,6 +326,27 @@ mod tests {
         assert_eq!(mode, KeyMode::EcdsaP256);
         assert!(why.contains(defaults::KEY_MODE_ENV), "{why}");
         let (_, why) = key_mode("tessera.certmgr_key=dsa", None);
+        assert!(why.contains("unknown key mode"), "{why}");
+    }
+
+    #[test]
+    fn child_keys_default_to_p256_and_follow_the_argument_where_the_kernel_allows() {
+        let (mode, why) = child_key_mode("quiet", None, KeyMode::KernelRsa);
+        assert_eq!(mode, KeyMode::EcdsaP256);
+        assert!(why.starts_with("default"), "{why}");
+        let arg = "tessera.certmgr_child_key=kernel-rsa";
+        let (mode, why) = child_key_mode(arg, None, KeyMode::KernelRsa);
+        assert_eq!(mode, KeyMode::KernelRsa);
+        assert!(why.contains("kernel argument"), "{why}");
+        let (mode, why) = child_key_mode("", Some("kernel-rsa"), KeyMode::KernelRsa);
+        assert_eq!(mode, KeyMode::KernelRsa);
+        assert!(why.contains(defaults::CHILD_KEY_MODE_ENV), "{why}");
+        // A node whose kernel holds no RSA keys cannot hand its children kernel-rsa keys.
+        let (mode, why) = child_key_mode(arg, None, KeyMode::EcdsaP256);
+        assert_eq!(mode, KeyMode::EcdsaP256);
+        assert!(why.contains("cannot hold RSA keys"), "{why}");
+        let (mode, why) = child_key_mode("tessera.certmgr_child_key=dsa", None, KeyMode::KernelRsa);
+        assert_eq!(mode, KeyMode::EcdsaP256);
         assert!(why.contains("unknown key mode"), "{why}");
     }
 }

@@ -323,6 +323,7 @@ fn options(dir: &Path, ring: &Scratch) -> Options {
         hostname_file: dir.join("hostname"),
         parent_pid: std::process::id(),
         allow_operator: false,
+        child_key_mode: tessera_identity::keys::KeyMode::EcdsaP256,
         retry_initial: Duration::from_millis(50),
         retry_max: Duration::from_millis(200),
         config_poll: Duration::from_millis(100),

@@ -23,6 +23,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ),
     ("imds", "IMDSv2 endpoint (http://host:port) or off"),
     ("certmgr_key", "the node key mode: kernel-rsa or ecdsa-p256"),
+    (
+        "certmgr_child_key",
+        "the agents' key mode: ecdsa-p256 (default) or kernel-rsa",
+    ),
 ];
 
 /// The `tessera.*` part of a kernel command line.
