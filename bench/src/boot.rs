@@ -1,13 +1,29 @@
-//! `tessera bench boot`: boots the image repeatedly under QEMU and reports medians of guest
-//! uptime at PID 1 start and at TESSERA-READY, `userspace_ms` and PID 1's RSS, for the direct
-//! kernel and PXE boots, beside the floor measured in the same run: the same kernel with a
-//! busybox /init that powers off at once. Also reports the image's sizes.
+//! `tessera bench boot`: the whole node's boot, three ways, against the busybox floor in the
+//! same run (the same kernel with a busybox /init that powers off at once). Each run boots,
+//! interleaved so that drift on the machine hits every kind alike:
+//! - the floor, direct kernel;
+//! - `standalone`: the default image with no configuration (node-local CA);
+//! - `ca-token`: a one-time token of a CA on this host on the kernel command line, as PXE
+//!   delivers it;
+//! - `nocloud`: NoCloud user-data with the CA, the token and a blank data disk (Btrfs, made
+//!   on this first boot);
+//! - with `--pxe`, the floor and `standalone` again by PXE.
+//!
+//! Reported, medians and spread: PID 1's start, every service's start → ready, the node
+//! certificate in the keyring, the node `available` (node API serving with its certificate and
+//! the hub joined), TESSERA-READY, PID 1's RSS and the agents' sum at idle, and the image's
+//! sizes; the goals' verdicts unless the machine was busy; a `BOOT-BENCH` line last.
 
 use anyhow::{bail, Context};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tessera_certmgr::bench::HostCa;
 use tessera_qemu::{BootMode, Vm, VmConfig};
+
+use crate::conditions::{loadavg, verdict, Conditions};
+use crate::timeline::{Memory, Timeline, RSS_COMMAND};
 
 #[derive(clap::Args)]
 pub struct BootBenchArgs {
@@ -20,22 +36,50 @@ pub struct BootBenchArgs {
     /// Where the busybox floor image is built.
     #[arg(long, default_value = "out/floor")]
     pub floor: PathBuf,
-    /// Skip the PXE boots (they are the slowest).
+    /// Also boot the floor and the standalone node by PXE (the slowest boots).
     #[arg(long)]
-    pub no_pxe: bool,
-}
-
-/// One boot of the Tessera image.
-#[derive(Debug, Clone, Copy)]
-struct NodeBoot {
-    init_uptime_ms: u64,
-    ready_uptime_ms: u64,
-    userspace_ms: u64,
-    rss_kib: u64,
-    wall_ms: u64,
+    pub pxe: bool,
 }
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the node is left alone after READY before its memory is read.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Goals (issue 10 §2).
+const STANDALONE_READY_GOAL_MS: u64 = 500;
+const FLOOR_RATIO_GOAL: f64 = 1.3;
+const CERT_GOAL_MS: u64 = 300;
+const AVAILABLE_GOAL_MS: u64 = 800;
+const INITRAMFS_GOAL_BYTES: u64 = 8_000_000;
+const PID1_RSS_GOAL_KIB: u64 = 4096;
+const AGENTS_RSS_GOAL_KIB: u64 = 24 * 1024;
+
+/// The kinds of node boot, in the order they run and are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Standalone,
+    CaToken,
+    NoCloud,
+    Pxe,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Standalone => "standalone",
+            Kind::CaToken => "ca-token",
+            Kind::NoCloud => "nocloud",
+            Kind::Pxe => "pxe",
+        }
+    }
+}
+
+/// One boot of the node: its timeline, memory at idle and wall time to READY.
+struct NodeBoot {
+    timeline: Timeline,
+    memory: Memory,
+    wall_ms: u64,
+}
 
 pub fn run(args: BootBenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
@@ -50,26 +94,80 @@ pub fn run(args: BootBenchArgs) -> anyhow::Result<()> {
         }
     }
     build_floor(&args.floor)?;
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let ca = HostCa::start(&exe)?;
+    let work = args.image.join("bench-boot");
+    let mut conditions = Conditions::before("qemu-system-x86_64");
     let mut floor = Vec::new();
     let mut floor_pxe = Vec::new();
-    let mut kernel = Vec::new();
-    let mut pxe = Vec::new();
+    let mut boots: BTreeMap<Kind, Vec<NodeBoot>> = BTreeMap::new();
+    let mut kinds = vec![Kind::Standalone, Kind::CaToken, Kind::NoCloud];
+    if args.pxe {
+        kinds.push(Kind::Pxe);
+    }
     for run in 1..=args.runs {
-        // Interleaved, so that drift on the machine hits every kind alike.
-        eprintln!("[bench] run {run}/{}: floor", args.runs);
+        let step = |what: &str| eprintln!("[bench] run {run}/{}: {what}", args.runs);
+        step("floor, direct kernel");
         floor.push(floor_boot(&args.floor, BootMode::Kernel)?);
-        eprintln!("[bench] run {run}/{}: tessera, direct kernel", args.runs);
-        kernel.push(node_boot(&args.image, BootMode::Kernel)?);
-        if !args.no_pxe {
-            eprintln!("[bench] run {run}/{}: floor, PXE", args.runs);
-            floor_pxe.push(floor_boot(&args.floor, BootMode::Pxe)?);
-            eprintln!("[bench] run {run}/{}: tessera, PXE", args.runs);
-            pxe.push(node_boot(&args.image, BootMode::Pxe)?);
+        for &kind in &kinds {
+            if kind == Kind::Pxe {
+                step("floor, PXE");
+                floor_pxe.push(floor_boot(&args.floor, BootMode::Pxe)?);
+            }
+            step(&format!("tessera, {}", kind.name()));
+            let cfg = config(&args.image, kind, &ca, run, &work.join(kind.name()))?;
+            let boot = node_boot(&cfg).with_context(|| format!("the {} boot", kind.name()))?;
+            boots.entry(kind).or_default().push(boot);
         }
     }
+    let _ = std::fs::remove_dir_all(&work);
+    conditions.load_after = loadavg();
     let sizes = Sizes::read(&args.image)?;
-    print_report(args.runs, [&floor, &floor_pxe], &kernel, &pxe, &sizes);
+    print_report(args.runs, &conditions, [&floor, &floor_pxe], &boots, &sizes);
     Ok(())
+}
+
+/// How the node is booted for `kind`: kernel arguments, user-data and disks.
+fn config(
+    image: &Path,
+    kind: Kind,
+    ca: &HostCa,
+    run: usize,
+    dir: &Path,
+) -> anyhow::Result<VmConfig> {
+    let mode = if kind == Kind::Pxe {
+        BootMode::Pxe
+    } else {
+        BootMode::Kernel
+    };
+    let mut cfg = VmConfig::new(mode, image);
+    cfg.name = format!("bench-boot-{}", kind.name());
+    let node = format!("node{run}.bench");
+    match kind {
+        Kind::Standalone | Kind::Pxe => {}
+        Kind::CaToken => {
+            let token = ca.token(&node)?;
+            cfg.append = ca.kernel_args(&token, &node);
+            cfg.append.push("tessera.imds=off".into());
+        }
+        Kind::NoCloud => {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let token = ca.token(&node)?;
+            let user_data = format!(
+                "version = 1\n\n[node]\nhostname = \"{node}\"\n\n[ca]\nurl = \"{}\"\nfingerprint = \"{}\"\ntoken = \"{token}\"\n\n[storage]\nbackend = \"btrfs\"\ndevice = \"/dev/vdb\"\n",
+                ca.guest_url(),
+                ca.fingerprint()
+            );
+            // The seed first: /dev/vda, the blank data disk /dev/vdb.
+            let seed = tessera_qemu::seed::nocloud(&dir.join("seed"), &user_data)?;
+            let data = dir.join("data.qcow2");
+            crate::qcow2_disk(&data, "2G")?;
+            cfg.disks = vec![seed, data];
+            cfg.append = vec!["tessera.imds=off".into()];
+        }
+    }
+    Ok(cfg)
 }
 
 fn build_floor(dir: &Path) -> anyhow::Result<()> {
@@ -89,14 +187,10 @@ fn build_floor(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start(image: &Path, mode: BootMode, name: &str) -> anyhow::Result<Vm> {
-    let mut cfg = VmConfig::new(mode, image);
-    cfg.name = name.to_string();
-    Ok(Vm::start(&cfg)?)
-}
-
 fn floor_boot(dir: &Path, mode: BootMode) -> anyhow::Result<u64> {
-    let mut vm = start(dir, mode, &format!("bench-floor-{}", mode.as_str()))?;
+    let mut cfg = VmConfig::new(mode, dir);
+    cfg.name = format!("bench-floor-{}", mode.as_str());
+    let mut vm = Vm::start(&cfg)?;
     let line = vm.wait_for("FLOOR-INIT uptime=", BOOT_TIMEOUT)?;
     let secs: f64 = line
         .split("uptime=")
@@ -108,36 +202,23 @@ fn floor_boot(dir: &Path, mode: BootMode) -> anyhow::Result<u64> {
     Ok((secs * 1000.0).round() as u64)
 }
 
-fn node_boot(image: &Path, mode: BootMode) -> anyhow::Result<NodeBoot> {
+fn node_boot(cfg: &VmConfig) -> anyhow::Result<NodeBoot> {
     let started = Instant::now();
-    let mut vm = start(image, mode, &format!("bench-{}", mode.as_str()))?;
-    let init = tessera_qemu::parse_kv_line(&vm.wait_for("TESSERA-INIT", BOOT_TIMEOUT)?);
-    let ready = tessera_qemu::parse_kv_line(&vm.wait_for("TESSERA-READY", BOOT_TIMEOUT)?);
+    let mut vm = Vm::start(cfg)?;
+    vm.wait_for("TESSERA-READY", BOOT_TIMEOUT)?;
     let wall_ms = started.elapsed().as_millis() as u64;
-    let rss = vm.run_command("grep VmRSS /proc/1/status", Duration::from_secs(60))?;
+    std::thread::sleep(SETTLE);
+    let rss = vm.run_command(RSS_COMMAND, Duration::from_secs(60))?;
+    let timeline = Timeline::parse(&vm.console())?;
+    let memory = Memory::parse(&rss)?;
     vm.send_line("tessera poweroff")?;
-    let exit = vm.wait_exit(Duration::from_secs(60))?;
+    let exit = vm.wait_exit(Duration::from_secs(120))?;
     if !exit.is_clean_poweroff() {
-        bail!(
-            "the {} boot did not power off cleanly: {}",
-            mode.as_str(),
-            exit.describe()
-        );
+        bail!("the node did not power off cleanly: {}", exit.describe());
     }
-    let num = |m: &std::collections::BTreeMap<String, String>, k: &str| -> anyhow::Result<u64> {
-        m.get(k)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {k}= in the console line"))
-    };
     Ok(NodeBoot {
-        init_uptime_ms: num(&init, "uptime_ms")?,
-        ready_uptime_ms: num(&ready, "uptime_ms")?,
-        userspace_ms: num(&ready, "userspace_ms")?,
-        rss_kib: rss
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("unreadable VmRSS line {rss:?}"))?,
+        timeline,
+        memory,
         wall_ms,
     })
 }
@@ -179,8 +260,43 @@ pub fn median(values: &mut [u64]) -> u64 {
     }
 }
 
-fn med(boots: &[NodeBoot], f: impl Fn(&NodeBoot) -> u64) -> u64 {
-    median(&mut boots.iter().map(f).collect::<Vec<_>>())
+/// Median, minimum and maximum of what the boots have (boots without the figure are left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spread {
+    median: u64,
+    min: u64,
+    max: u64,
+    n: usize,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = Option<u64>>) -> Option<Spread> {
+        let mut v: Vec<u64> = values.flatten().collect();
+        if v.is_empty() {
+            return None;
+        }
+        let (min, max) = (*v.iter().min()?, *v.iter().max()?);
+        let n = v.len();
+        Some(Spread {
+            median: median(&mut v),
+            min,
+            max,
+            n,
+        })
+    }
+
+    /// `412 ms (398–450)`, or `—`.
+    fn show(s: Option<Spread>, unit: &str) -> String {
+        match s {
+            Some(s) if s.min == s.max => format!("{} {unit}", s.median),
+            Some(s) => format!("{} {unit} ({}–{})", s.median, s.min, s.max),
+            None => "—".to_string(),
+        }
+    }
+}
+
+fn spread(boots: &[NodeBoot], f: impl Fn(&NodeBoot) -> Option<u64>) -> Option<Spread> {
+    Spread::of(boots.iter().map(f))
 }
 
 fn mb(bytes: u64) -> String {
@@ -189,39 +305,51 @@ fn mb(bytes: u64) -> String {
 
 fn print_report(
     runs: usize,
+    c: &Conditions,
     floors: [&[u64]; 2],
-    kernel: &[NodeBoot],
-    pxe: &[NodeBoot],
+    boots: &BTreeMap<Kind, Vec<NodeBoot>>,
     sizes: &Sizes,
 ) {
-    let floor_ms = median(&mut floors[0].to_vec());
-    let floor_pxe_ms = median(&mut floors[1].to_vec());
+    let floor = Spread::of(floors[0].iter().map(|&v| Some(v)));
+    let floor_pxe = Spread::of(floors[1].iter().map(|&v| Some(v)));
     println!();
-    println!("Boot benchmark: medians of {runs} boots each, QEMU TCG (same run, same kernel)");
+    println!("Boot benchmark: {runs} boots of each kind, interleaved, QEMU TCG, 1 vCPU, 512 MB; median (min–max); times since PID 1 started unless said");
+    c.print();
     println!();
-    println!("| boot | PID 1 start (uptime) | TESSERA-READY (uptime) | userspace_ms | ready / floor (same boot mode) | PID 1 RSS | wall to ready |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    println!("| busybox floor, direct kernel | {floor_ms} ms | — | — | 1.00 | — | — |");
-    if !floors[1].is_empty() {
-        println!("| busybox floor, PXE | {floor_pxe_ms} ms | — | — | 1.00 | — | — |");
-    }
-    for (name, boots, floor) in [
-        ("tessera, direct kernel", kernel, floor_ms),
-        ("tessera, PXE", pxe, floor_pxe_ms),
-    ] {
-        if boots.is_empty() {
-            continue;
-        }
-        let ready = med(boots, |b| b.ready_uptime_ms);
+    println!("| boot | PID 1 start (uptime) | node certificate | node available | TESSERA-READY | READY (uptime) | READY / floor | failed | PID 1 RSS | agents' RSS | wall to READY |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| busybox floor, direct kernel | {} | — | — | — | — | 1.00 | — | — | — | — |",
+        Spread::show(floor, "ms")
+    );
+    if floor_pxe.is_some() {
         println!(
-            "| {name} | {} ms | {ready} ms | {} ms | {:.2} | {} KiB | {:.1} s |",
-            med(boots, |b| b.init_uptime_ms),
-            med(boots, |b| b.userspace_ms),
-            ready as f64 / floor.max(1) as f64,
-            med(boots, |b| b.rss_kib),
-            med(boots, |b| b.wall_ms) as f64 / 1000.0
+            "| busybox floor, PXE | {} | — | — | — | — | 1.00 | — | — | — | — |",
+            Spread::show(floor_pxe, "ms")
         );
     }
+    for (kind, bs) in boots {
+        let reference = if *kind == Kind::Pxe { floor_pxe } else { floor };
+        let ready_up = spread(bs, |b| Some(b.timeline.ready_uptime_ms));
+        let ratio = match (ready_up, reference) {
+            (Some(r), Some(f)) => format!("{:.2}", r.median as f64 / f.median.max(1) as f64),
+            _ => "—".into(),
+        };
+        println!(
+            "| tessera, {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} |",
+            kind.name(),
+            Spread::show(spread(bs, |b| Some(b.timeline.init_uptime_ms)), "ms"),
+            Spread::show(spread(bs, |b| b.timeline.cert_ms), "ms"),
+            Spread::show(spread(bs, |b| b.timeline.available_ms()), "ms"),
+            Spread::show(spread(bs, |b| Some(b.timeline.userspace_ms)), "ms"),
+            Spread::show(ready_up, "ms"),
+            Spread::show(spread(bs, |b| Some(b.timeline.failed)), ""),
+            Spread::show(spread(bs, |b| Some(b.memory.pid1_kib)), "KiB"),
+            Spread::show(spread(bs, |b| Some(b.memory.agents_kib)), "KiB"),
+            Spread::show(spread(bs, |b| Some(b.wall_ms)), "ms"),
+        );
+    }
+    print_services(boots);
     println!();
     println!("| artifact | size |");
     println!("| --- | --- |");
@@ -232,28 +360,172 @@ fn print_report(
         mb(sizes.initramfs_uncompressed)
     );
     println!("| disk.qcow2 | {} |", mb(sizes.disk));
+    print_goals(c, floor, boots, sizes);
+    let med = |kind: Kind, f: &dyn Fn(&NodeBoot) -> Option<u64>| {
+        boots
+            .get(&kind)
+            .and_then(|bs| spread(bs, f))
+            .map_or("none".to_string(), |s| s.median.to_string())
+    };
+    let mut line = format!(
+        "BOOT-BENCH runs={runs} busy={} floor_ms={} floor_pxe_ms={}",
+        c.busy(),
+        floor.map_or(0, |s| s.median),
+        floor_pxe.map_or(0, |s| s.median)
+    );
+    for &kind in boots.keys() {
+        let k = kind.name().replace('-', "_");
+        line.push_str(&format!(
+            " {k}_init_uptime_ms={} {k}_cert_ms={} {k}_available_ms={} {k}_ready_ms={} {k}_ready_uptime_ms={} {k}_failed={} {k}_pid1_rss_kib={} {k}_agents_rss_kib={}",
+            med(kind, &|b| Some(b.timeline.init_uptime_ms)),
+            med(kind, &|b| b.timeline.cert_ms),
+            med(kind, &|b| b.timeline.available_ms()),
+            med(kind, &|b| Some(b.timeline.userspace_ms)),
+            med(kind, &|b| Some(b.timeline.ready_uptime_ms)),
+            med(kind, &|b| Some(b.timeline.failed)),
+            med(kind, &|b| Some(b.memory.pid1_kib)),
+            med(kind, &|b| Some(b.memory.agents_kib)),
+        ));
+    }
+    line.push_str(&format!(
+        " initramfs_bytes={} initramfs_uncompressed_bytes={} vmlinuz_bytes={} disk_bytes={}",
+        sizes.initramfs, sizes.initramfs_uncompressed, sizes.vmlinuz, sizes.disk
+    ));
     println!();
-    println!(
-        "BOOT-BENCH runs={runs} floor_ms={floor_ms} floor_pxe_ms={floor_pxe_ms} kernel_init_ms={} kernel_ready_ms={} kernel_userspace_ms={} pxe_ready_ms={} pxe_userspace_ms={} pid1_rss_kib={} initramfs_bytes={} initramfs_uncompressed_bytes={} vmlinuz_bytes={} disk_bytes={}",
-        med(kernel, |b| b.init_uptime_ms),
-        med(kernel, |b| b.ready_uptime_ms),
-        med(kernel, |b| b.userspace_ms),
-        med(pxe, |b| b.ready_uptime_ms),
-        med(pxe, |b| b.userspace_ms),
-        med(kernel, |b| b.rss_kib),
-        sizes.initramfs,
-        sizes.initramfs_uncompressed,
-        sizes.vmlinuz,
-        sizes.disk
+    println!("{line}");
+}
+
+/// Per service: when it started and how long it took to be ready, per kind of boot.
+fn print_services(boots: &BTreeMap<Kind, Vec<NodeBoot>>) {
+    let mut names: Vec<&String> = boots
+        .values()
+        .flatten()
+        .flat_map(|b| b.timeline.services.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    // In the order they started in the first kind's boots.
+    if let Some(first) = boots.values().next() {
+        let started = |n: &str| {
+            spread(first, |b| {
+                b.timeline.services.get(n).and_then(|s| s.started)
+            })
+            .map_or(u64::MAX, |s| s.median)
+        };
+        names.sort_by_key(|n| started(n));
+    }
+    println!();
+    let kinds: Vec<&Kind> = boots.keys().collect();
+    let header: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("{}: started, start → ready", k.name()))
+        .collect();
+    println!("| service | {} |", header.join(" | "));
+    println!("| --- |{}", " --- |".repeat(kinds.len()));
+    for name in names {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|k| {
+                let bs = &boots[k];
+                let times = |b: &NodeBoot| b.timeline.services.get(name.as_str()).copied();
+                format!(
+                    "{}, {}",
+                    Spread::show(spread(bs, |b| times(b)?.started), "ms"),
+                    Spread::show(spread(bs, |b| times(b)?.start_to_ready()), "ms")
+                )
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+}
+
+fn print_goals(
+    c: &Conditions,
+    floor: Option<Spread>,
+    boots: &BTreeMap<Kind, Vec<NodeBoot>>,
+    sizes: &Sizes,
+) {
+    let busy = c.busy();
+    let med = |kind: Kind, f: &dyn Fn(&NodeBoot) -> Option<u64>| {
+        boots
+            .get(&kind)
+            .and_then(|bs| spread(bs, f))
+            .map(|s| s.median)
+    };
+    println!();
+    println!("| goal | measured | verdict |");
+    println!("| --- | --- | --- |");
+    let goal = |what: &str, measured: String, pass: Option<bool>| {
+        let v = pass.map_or("not measured", |p| verdict(p, busy));
+        println!("| {what} | {measured} | {v} |");
+    };
+    let ready = med(Kind::Standalone, &|b| Some(b.timeline.userspace_ms));
+    goal(
+        &format!("standalone: TESSERA-READY ≤ {STANDALONE_READY_GOAL_MS} ms after PID 1"),
+        ready.map_or("—".into(), |v| format!("{v} ms")),
+        ready.map(|v| v <= STANDALONE_READY_GOAL_MS),
+    );
+    let ready_up = med(Kind::Standalone, &|b| Some(b.timeline.ready_uptime_ms));
+    let ratio = ready_up
+        .zip(floor)
+        .map(|(r, f)| r as f64 / f.median.max(1) as f64);
+    goal(
+        &format!("standalone: READY uptime ≤ {FLOOR_RATIO_GOAL}× the floor's"),
+        ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+        ratio.map(|r| r <= FLOOR_RATIO_GOAL),
+    );
+    let cert = med(Kind::CaToken, &|b| b.timeline.cert_ms);
+    goal(
+        &format!("CA token: node certificate ≤ {CERT_GOAL_MS} ms after PID 1"),
+        cert.map_or("—".into(), |v| format!("{v} ms")),
+        cert.map(|v| v <= CERT_GOAL_MS),
+    );
+    let available = med(Kind::CaToken, &|b| b.timeline.available_ms());
+    goal(
+        &format!("CA token: node available ≤ {AVAILABLE_GOAL_MS} ms after PID 1"),
+        available.map_or("—".into(), |v| format!("{v} ms")),
+        available.map(|v| v <= AVAILABLE_GOAL_MS),
+    );
+    goal(
+        "initramfs ≤ 8 MB (zstd)",
+        mb(sizes.initramfs),
+        Some(sizes.initramfs <= INITRAMFS_GOAL_BYTES),
+    );
+    let pid1 = med(Kind::Standalone, &|b| Some(b.memory.pid1_kib));
+    goal(
+        "PID 1 RSS ≤ 4 MiB",
+        pid1.map_or("—".into(), |v| format!("{v} KiB")),
+        pid1.map(|v| v <= PID1_RSS_GOAL_KIB),
+    );
+    let agents = boots
+        .values()
+        .filter_map(|bs| spread(bs, |b| Some(b.memory.agents_kib)))
+        .map(|s| s.median)
+        .max();
+    goal(
+        "all agents ≤ 24 MiB at idle (the largest kind)",
+        agents.map_or("—".into(), |v| format!("{v} KiB")),
+        agents.map(|v| v <= AGENTS_RSS_GOAL_KIB),
     );
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn median_of_odd_and_even() {
-        assert_eq!(super::median(&mut [5, 1, 3]), 3);
-        assert_eq!(super::median(&mut [4, 1, 3, 2]), 2);
-        assert_eq!(super::median(&mut []), 0);
+        assert_eq!(median(&mut [5, 1, 3]), 3);
+        assert_eq!(median(&mut [4, 1, 3, 2]), 2);
+        assert_eq!(median(&mut []), 0);
+    }
+
+    #[test]
+    fn spread_leaves_out_boots_without_the_figure() {
+        let s = Spread::of([Some(30), None, Some(10), Some(20)].into_iter()).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (20, 10, 30, 3));
+        assert_eq!(Spread::show(Some(s), "ms"), "20 ms (10–30)");
+        assert_eq!(Spread::show(None, "ms"), "—");
+        assert!(Spread::of([None, None].into_iter()).is_none());
     }
 }

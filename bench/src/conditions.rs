@@ -72,9 +72,25 @@ impl Conditions {
     }
 }
 
+/// A goal's verdict: none on a busy machine.
+pub fn verdict(pass: bool, busy: bool) -> &'static str {
+    match (busy, pass) {
+        (true, _) => "no verdict (busy)",
+        (false, true) => "pass",
+        (false, false) => "FAIL",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_machine_gets_no_verdict() {
+        assert_eq!(verdict(true, false), "pass");
+        assert_eq!(verdict(false, false), "FAIL");
+        assert_eq!(verdict(false, true), "no verdict (busy)");
+    }
 
     #[test]
     fn busy_is_the_one_minute_load_above_the_threshold() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
-use crate::conditions::{loadavg, Conditions};
+use crate::conditions::{loadavg, verdict, Conditions};
 use crate::disks::{self, default_config, DiskBuilder};
 
 #[derive(clap::Args, Debug)]
@@ -153,14 +153,6 @@ fn num(f: &Figures, key: &str) -> f64 {
     f.get(key).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
 }
 
-fn verdict(pass: bool, busy: bool) -> &'static str {
-    match (busy, pass) {
-        (true, _) => "no verdict (busy)",
-        (false, true) => "pass",
-        (false, false) => "FAIL",
-    }
-}
-
 fn print_report(args: &ContainerBenchArgs, c: &Conditions, results: &[(String, Figures)]) {
     println!();
     println!(
@@ -239,16 +231,4 @@ fn print_report(args: &ContainerBenchArgs, c: &Conditions, results: &[(String, F
     println!(
         "CONTAINER-BENCH ours_ms={ours:.1} crun_ms={crun:.1} clone_ms={clone:.2} agent_rss_kib={agent:.0} per_container_kib={per:.0}"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_busy_machine_gets_no_verdict() {
-        assert_eq!(verdict(true, false), "pass");
-        assert_eq!(verdict(false, false), "FAIL");
-        assert_eq!(verdict(false, true), "no verdict (busy)");
-    }
 }

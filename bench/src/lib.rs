@@ -6,7 +6,8 @@
 //!   busybox-static, and Debian's crun with its shared libraries, on one ext4 image (the
 //!   end-to-end differential test uses the same disk);
 //! - `conditions`: load average, CPU model and QEMU version of the run;
-//! - `boot`: `tessera bench boot` (the image against the busybox floor);
+//! - `boot`: `tessera bench boot` (the whole node's boot three ways, against the busybox floor);
+//! - `timeline`: a boot's console read into times since PID 1 started, and idle memory;
 //! - `node`: `tessera bench node` (the node agent's snapshots, start-up and RSS);
 //! - `container`: `tessera bench container` (issue 9 §5);
 //! - `command`: the `tessera bench …` subcommands, dispatched to the above and to the CA,
@@ -21,6 +22,7 @@ pub mod conditions;
 pub mod container;
 pub mod disks;
 pub mod node;
+pub mod timeline;
 
 /// A blank qcow2 data disk of `size` at `path`, made by qemu-img.
 pub fn qcow2_disk(path: &std::path::Path, size: &str) -> anyhow::Result<()> {
