@@ -123,18 +123,22 @@ enum Mark {
     Hub,
 }
 
-/// Resident memory at idle, from the guest's `RSS <pid> <kib> <cmdline>` lines
-/// ([`RSS_COMMAND`]).
+/// Memory at idle, from the guest's `RSS <pid> <rss kib> <pss kib> <cmdline>` lines
+/// ([`RSS_COMMAND`]). The agents are one static binary: its text is shared, and each agent's
+/// RSS counts it again; the sum of their PSS (shared pages split among their users) is what
+/// they take together.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
     pub pid1_kib: u64,
-    /// Every other `tessera` process (the agents, klog, the console's CLI is not running).
-    pub agents_kib: u64,
+    /// Every `tessera agent …` and `tessera klog` process (not the console's CLI commands).
+    pub agents_rss_kib: u64,
+    pub agents_pss_kib: u64,
+    /// RSS per agent.
     pub per_agent: BTreeMap<String, u64>,
 }
 
-/// Prints one `RSS <pid> <VmRSS kB> <argv…>` line per process that has a resident set.
-pub const RSS_COMMAND: &str = "for d in /proc/[0-9]*; do r=$(sed -n 's/^VmRSS:[^0-9]*\\([0-9]*\\).*/\\1/p' $d/status 2>/dev/null); [ -n \"$r\" ] && echo \"RSS ${d#/proc/} $r $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)\"; done; true";
+/// Prints one `RSS <pid> <VmRSS kB> <Pss kB> <argv…>` line per process with a resident set.
+pub const RSS_COMMAND: &str = "for d in /proc/[0-9]*; do r=$(sed -n 's/^VmRSS:[^0-9]*\\([0-9]*\\).*/\\1/p' $d/status 2>/dev/null); p=$(sed -n 's/^Pss:[^0-9]*\\([0-9]*\\).*/\\1/p' $d/smaps_rollup 2>/dev/null); [ -n \"$r\" ] && echo \"RSS ${d#/proc/} $r ${p:-0} $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)\"; done; true";
 
 impl Memory {
     pub fn parse(text: &str) -> anyhow::Result<Memory> {
@@ -144,12 +148,12 @@ impl Memory {
             if w.next() != Some("RSS") {
                 continue;
             }
-            let (Some(pid), Some(kib)) = (w.next(), w.next().and_then(|k| k.parse::<u64>().ok()))
-            else {
+            let mut num = || w.next().and_then(|k| k.parse::<u64>().ok());
+            let (Some(pid), Some(kib), Some(pss)) = (num(), num(), num()) else {
                 continue;
             };
             let argv: Vec<&str> = w.collect();
-            if pid == "1" {
+            if pid == 1 {
                 m.pid1_kib = kib;
                 continue;
             }
@@ -164,7 +168,8 @@ impl Memory {
                 _ => continue,
             };
             if is_tessera {
-                m.agents_kib += kib;
+                m.agents_rss_kib += kib;
+                m.agents_pss_kib += pss;
                 *m.per_agent.entry(name).or_default() += kib;
             }
         }
@@ -220,18 +225,18 @@ TESSERA-READY services=11 userspace_ms=3470 uptime_ms=6427 failed=0
     #[test]
     fn agents_memory_is_the_tessera_agents_and_klog_not_the_shell() {
         let text = "\
-RSS 1 6200 /sbin/tessera init
-RSS 79 900 /bin/sh -l
-RSS 80 1500 /sbin/tessera klog
-RSS 85 4100 /sbin/tessera agent certmgr
-RSS 86 3000 /sbin/tessera agent firewall
-RSS 120 2000 tessera status
+RSS 1 6200 3000 /init
+RSS 79 900 300 /bin/sh -l
+RSS 80 1500 200 /sbin/tessera klog
+RSS 85 4100 1200 /sbin/tessera agent certmgr
+RSS 86 3000 900 /sbin/tessera agent firewall
+RSS 120 2000 700 tessera status
 ";
         let m = Memory::parse(text).unwrap();
         assert_eq!(m.pid1_kib, 6200);
-        assert_eq!(m.agents_kib, 8600);
+        assert_eq!((m.agents_rss_kib, m.agents_pss_kib), (8600, 2300));
         assert_eq!(m.per_agent["certmgr"], 4100);
         assert!(!m.per_agent.contains_key("status"));
-        assert!(Memory::parse("RSS 80 1500 /sbin/tessera klog\n").is_err());
+        assert!(Memory::parse("RSS 80 1500 200 /sbin/tessera klog\n").is_err());
     }
 }
