@@ -141,7 +141,7 @@ fn initramfs_has_init_links_console_modules_and_services() {
     let text = |p: &str| String::from_utf8(e[p].data.clone()).unwrap();
     assert_eq!(
         text("etc/tessera/modules.boot"),
-        "virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_rng\n"
+        "virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_rng\nnf_tables\nnft_ct\n"
     );
     let dep = text(&format!("lib/modules/{release}/modules.dep"));
     // Boot modules stay plain .ko; modules only shipped are zstd-compressed .ko.zst.
@@ -154,6 +154,10 @@ fn initramfs_has_init_links_console_modules_and_services() {
     assert_eq!(&btrfs[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
     assert!(e.contains_key(&format!(
         "lib/modules/{release}/kernel/drivers/virtio/virtio_pci.ko"
+    )));
+    // A boot module's dependencies are loaded at boot too: plain as well.
+    assert!(e.contains_key(&format!(
+        "lib/modules/{release}/kernel/net/netfilter/nf_conntrack.ko"
     )));
     assert_eq!(link("sbin/modprobe"), "tessera");
     let virtio_net = dep

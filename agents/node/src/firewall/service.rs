@@ -92,12 +92,14 @@ impl Firewall {
     /// Puts `policy` in force; on success it becomes the state.
     fn apply(&self, state: &mut State, policy: Policy) -> Result<(), NftError> {
         let transaction = ruleset::render(&policy);
+        let started = std::time::Instant::now();
         self.nft.apply(&transaction)?;
         log(
             "info",
             "ruleset in force",
             json!({
                 "table": "inet tessera",
+                "nft_ms": started.elapsed().as_millis() as u64,
                 "exposures": policy.exposures.len(),
                 "cluster_cidrs": policy.cluster.iter().map(Cidr::to_string).collect::<Vec<_>>(),
             }),
@@ -340,8 +342,13 @@ fn status(text: &str) {
     let _ = tessera_common::notify::notify(&[format!("STATUS={text}")]);
 }
 
+/// Whether the kernel already runs module `m` (PID 1 loads the nftables modules at boot).
+fn is_live(m: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/module/{m}/initstate")).is_ok_and(|s| s.trim() == "live")
+}
+
 fn load_modules() {
-    for m in MODULES {
+    for m in MODULES.into_iter().filter(|m| !is_live(m)) {
         match std::process::Command::new("/sbin/modprobe")
             .args(["-q", m])
             .status()
@@ -382,7 +389,13 @@ pub fn run() -> anyhow::Result<()> {
 
 pub fn serve(nft: Nft, paths: Paths) -> anyhow::Result<()> {
     status("loading modules");
+    let started = std::time::Instant::now();
     load_modules();
+    log(
+        "debug",
+        "modules loaded",
+        json!({"modules": MODULES, "ms": started.elapsed().as_millis() as u64}),
+    );
     let cluster = read_cluster(&paths).unwrap_or_default();
     let saved = match store::load(&paths.store) {
         Ok(s) => {
