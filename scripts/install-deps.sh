@@ -17,16 +17,29 @@ PACKAGES=(
   umoci crun                                   # OCI image layouts and the reference runtime: container tests
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+missing_packages() {
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+}
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
-if ((${#missing[@]})); then
+# Two passes: installing one package can remove another the machine came with (Debian's
+# qemu-system-x86 7.2 removes a backported qemu-utils 10, and qemu-img with it), so what
+# the first pass left missing is installed again at the versions that fit together.
+updated=""
+for pass in 1 2; do
+  missing_packages
+  ((${#missing[@]})) || break
   echo "[deps] installing ${missing[*]}"
-  $sudo apt-get update -qq
+  [ -n "$updated" ] || { $sudo apt-get update -qq; updated=1; }
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+done
+missing_packages
+if ((${#missing[@]})); then
+  echo "[deps] still missing after installing: ${missing[*]} (apt-get install ${missing[*]} says why)" >&2
+  exit 1
 fi
 # `apt-get download` of the pinned packages needs package lists.
 if [ -z "$(ls -A /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then
