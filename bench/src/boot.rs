@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tessera_certmgr::bench::HostCa;
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
-use crate::conditions::{loadavg, verdict, Conditions};
+use crate::conditions::{verdict, Conditions};
 use crate::timeline::{Memory, Timeline, RSS_COMMAND};
 
 #[derive(clap::Args)]
@@ -97,7 +97,7 @@ pub fn run(args: BootBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let ca = HostCa::start(&exe)?;
     let work = args.image.join("bench-boot");
-    let mut conditions = Conditions::before("qemu-system-x86_64");
+    let mut conditions = crate::vm_conditions();
     let mut floor = Vec::new();
     let mut floor_pxe = Vec::new();
     let mut boots: BTreeMap<Kind, Vec<NodeBoot>> = BTreeMap::new();
@@ -121,7 +121,7 @@ pub fn run(args: BootBenchArgs) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&work);
-    conditions.load_after = loadavg();
+    conditions.finish();
     let sizes = Sizes::read(&args.image)?;
     print_report(args.runs, &conditions, [&floor, &floor_pxe], &boots, &sizes);
     Ok(())

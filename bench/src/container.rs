@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tessera_qemu::{BootMode, Vm, VmConfig};
 
-use crate::conditions::{loadavg, verdict, Conditions};
+use crate::conditions::{verdict, Conditions};
 use crate::disks::{self, default_config, DiskBuilder};
 
 #[derive(clap::Args, Debug)]
@@ -61,7 +61,7 @@ pub fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
             initramfs.display()
         );
     }
-    let mut conditions = Conditions::before("qemu-system-x86_64");
+    let mut conditions = crate::vm_conditions();
     let work = args.image.join("bench-container");
     let mut results = Vec::new();
     for backend in &args.backends {
@@ -73,7 +73,7 @@ pub fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&work);
-    conditions.load_after = loadavg();
+    conditions.finish();
     print_report(&args, &conditions, &results);
     Ok(())
 }

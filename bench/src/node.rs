@@ -69,6 +69,7 @@ pub fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
     // Data disks are written (4 GiB virtual each); under the image directory, removed after
     // each boot.
     let work = args.image.join("bench-node");
+    let mut conditions = crate::vm_conditions();
     let mut results: BTreeMap<String, Vec<Run>> = BTreeMap::new();
     for run in 1..=args.runs {
         for backend in &args.backends {
@@ -81,7 +82,8 @@ pub fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&work);
-    print_report(&args, &results);
+    conditions.finish();
+    print_report(&args, &conditions, &results);
     Ok(())
 }
 
@@ -193,7 +195,11 @@ fn med_map<'a>(
     (!v.is_empty()).then(|| median(&mut v))
 }
 
-fn print_report(args: &NodeBenchArgs, results: &BTreeMap<String, Vec<Run>>) {
+fn print_report(
+    args: &NodeBenchArgs,
+    conditions: &crate::conditions::Conditions,
+    results: &BTreeMap<String, Vec<Run>>,
+) {
     let show = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.2} ms"));
     println!();
     println!(
@@ -246,6 +252,7 @@ fn print_report(args: &NodeBenchArgs, results: &BTreeMap<String, Vec<Run>>) {
         total_rss as f64 / 1024.0
     );
     println!();
+    conditions.print();
     println!("{line} agent_rss_kib={total_rss}");
 }
 

@@ -22,6 +22,17 @@ pub const DEFAULT_OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// The QEMU binary looked up in `PATH` unless the configuration names another one.
 pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
 
+/// The first line of `qemu --version` (benchmarks record it), or why there is none.
+pub fn qemu_version(qemu: &str) -> String {
+    std::process::Command::new(qemu)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| format!("unknown ({qemu} --version failed)"))
+}
+
 /// The iPXE ROM QEMU loads for a virtio-net NIC (from Debian's `ipxe-qemu`); PXE boot needs it.
 pub const IPXE_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 

@@ -351,6 +351,7 @@ pub fn bench(args: CaBenchArgs) -> anyhow::Result<()> {
     if args.count == 0 || args.rounds == 0 || args.concurrency == 0 {
         bail!("--count, --rounds and --concurrency must be at least 1");
     }
+    let mut conditions = tessera_common::bench_conditions::Conditions::before(None);
     let temp;
     let work = match &args.work_dir {
         Some(d) => d.clone(),
@@ -482,6 +483,8 @@ pub fn bench(args: CaBenchArgs) -> anyhow::Result<()> {
                 c_cpu / t_cpu
             );
         }
+        conditions.finish();
+        conditions.print();
         println!("CA-BENCH tessera_per_s={t_s:.0} cfssl_per_s={c_s:.0} ratio={ratio:.2} p50_ms={t50:.2} p99_ms={t99:.2}");
         Ok::<_, anyhow::Error>(())
     })?;

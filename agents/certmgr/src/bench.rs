@@ -182,6 +182,9 @@ pub fn bench(args: IdentityBenchArgs) -> anyhow::Result<()> {
     for m in &args.modes {
         m.parse::<tessera_identity::keys::KeyMode>()?;
     }
+    use tessera_common::bench_conditions::Conditions;
+    use tessera_qemu::config::{qemu_version, DEFAULT_QEMU};
+    let mut conditions = Conditions::before(Some(qemu_version(DEFAULT_QEMU)));
     let exe = std::env::current_exe().context("locating this executable")?;
     let ca = HostCa::start(&exe)?;
     eprintln!("[bench] CA on 127.0.0.1:{} ({})", ca.port, ca.fingerprint);
@@ -214,7 +217,8 @@ pub fn bench(args: IdentityBenchArgs) -> anyhow::Result<()> {
             )?);
         }
     }
-    print_report(args.runs, &results);
+    conditions.finish();
+    print_report(args.runs, &conditions, &results);
     Ok(())
 }
 
@@ -283,7 +287,11 @@ fn median(mut v: Vec<u64>) -> u64 {
     }
 }
 
-fn print_report(runs: usize, results: &BTreeMap<String, Vec<Boot>>) {
+fn print_report(
+    runs: usize,
+    conditions: &tessera_common::bench_conditions::Conditions,
+    results: &BTreeMap<String, Vec<Boot>>,
+) {
     let med = |boots: &[Boot], f: fn(&Boot) -> u64| median(boots.iter().map(f).collect());
     println!();
     println!("Identity boot benchmark: medians of {runs} boots each, QEMU TCG, direct kernel, CA on the host");
@@ -316,6 +324,7 @@ fn print_report(runs: usize, results: &BTreeMap<String, Vec<Boot>>) {
         ));
     }
     println!();
+    conditions.print();
     println!("{line} runs={runs}");
 }
 

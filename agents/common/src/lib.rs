@@ -7,6 +7,7 @@
 //! processes, own state or depend on any other Tessera crate: everything else depends on it.
 
 pub mod api_error;
+pub mod bench_conditions;
 pub mod cmdline;
 pub mod control;
 pub mod ipc;

@@ -19,6 +19,8 @@ use futures::StreamExt;
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 
+use tessera_common::bench_conditions::{verdict, Conditions};
+
 use crate::client::{Client, Request};
 use crate::defaults;
 use crate::protocol::Target;
@@ -308,6 +310,7 @@ pub fn run(args: HubBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: HubBenchArgs) -> anyhow::Result<()> {
+    let mut conditions = Conditions::before(None);
     eprintln!(
         "hub benchmark: {} runs x {:?}, {} callers on {} connections, {}-byte payload",
         args.runs, args.duration, args.concurrency, args.connections, args.payload
@@ -449,14 +452,17 @@ async fn run_async(args: HubBenchArgs) -> anyhow::Result<()> {
     let local_p99 = med(&lat[0], |r| r.p99_us);
     let local_s = med(local, |r| r.per_s);
     let nats_s = med(peer, |r| r.per_s);
+    conditions.finish();
     println!();
+    conditions.print();
+    let busy = conditions.busy();
     println!(
         "goals: local p99 ({lc} caller) <= 200 µs: {}; >= 100,000 calls/s: {}; >= 2x NATS ({:.2}x): {}; detection <= 5 s: {}",
-        if local_p99 <= 200.0 { "met" } else { "NOT met" },
-        if local_s >= 100_000.0 { "met" } else { "NOT met" },
+        verdict(local_p99 <= 200.0, busy),
+        verdict(local_s >= 100_000.0, busy),
         local_s / nats_s,
-        if local_s >= 2.0 * nats_s { "met" } else { "NOT met" },
-        if detect_ms <= 5000.0 { "met" } else { "NOT met" },
+        verdict(local_s >= 2.0 * nats_s, busy),
+        verdict(detect_ms <= 5000.0, busy),
     );
     println!(
         "HUB-BENCH local_p99_us={:.0} local_calls_per_s={:.0} remote_p99_us={:.0} remote_calls_per_s={:.0} nats_calls_per_s={:.0} detect_10_ms={:.0} converge_100_ms={:.0}",
