@@ -316,15 +316,15 @@ fn print_report(
     println!("Boot benchmark: {runs} boots of each kind, interleaved, QEMU TCG, 1 vCPU, 512 MB; median (min–max); times since PID 1 started unless said");
     c.print();
     println!();
-    println!("| boot | PID 1 start (uptime) | node certificate | node available | TESSERA-READY | READY (uptime) | READY / floor | failed | PID 1 RSS | agents' RSS | agents' PSS | wall to READY |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| boot | PID 1 start (uptime) | node certificate | node available | TESSERA-READY | READY (uptime) | READY / floor | failed | PID 1 RSS | PID 1 PSS | agents' RSS | agents' PSS | wall to READY |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| busybox floor, direct kernel | {} | — | — | — | — | 1.00 | — | — | — | — | — |",
+        "| busybox floor, direct kernel | {} | — | — | — | — | 1.00 | — | — | — | — | — | — |",
         Spread::show(floor, " ms")
     );
     if floor_pxe.is_some() {
         println!(
-            "| busybox floor, PXE | {} | — | — | — | — | 1.00 | — | — | — | — | — |",
+            "| busybox floor, PXE | {} | — | — | — | — | 1.00 | — | — | — | — | — | — |",
             Spread::show(floor_pxe, " ms")
         );
     }
@@ -336,7 +336,7 @@ fn print_report(
             _ => "—".into(),
         };
         println!(
-            "| tessera, {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} |",
+            "| tessera, {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} |",
             kind.name(),
             Spread::show(spread(bs, |b| Some(b.timeline.init_uptime_ms)), " ms"),
             Spread::show(spread(bs, |b| b.timeline.cert_ms), " ms"),
@@ -345,6 +345,7 @@ fn print_report(
             Spread::show(ready_up, " ms"),
             Spread::show(spread(bs, |b| Some(b.timeline.failed)), ""),
             Spread::show(spread(bs, |b| Some(b.memory.pid1_kib)), " KiB"),
+            Spread::show(spread(bs, |b| Some(b.memory.pid1_pss_kib)), " KiB"),
             Spread::show(spread(bs, |b| Some(b.memory.agents_rss_kib)), " KiB"),
             Spread::show(spread(bs, |b| Some(b.memory.agents_pss_kib)), " KiB"),
             Spread::show(spread(bs, |b| Some(b.wall_ms)), " ms"),
@@ -377,7 +378,7 @@ fn print_report(
     for &kind in boots.keys() {
         let k = kind.name().replace('-', "_");
         line.push_str(&format!(
-            " {k}_init_uptime_ms={} {k}_cert_ms={} {k}_available_ms={} {k}_ready_ms={} {k}_ready_uptime_ms={} {k}_failed={} {k}_pid1_rss_kib={} {k}_agents_rss_kib={} {k}_agents_pss_kib={}",
+            " {k}_init_uptime_ms={} {k}_cert_ms={} {k}_available_ms={} {k}_ready_ms={} {k}_ready_uptime_ms={} {k}_failed={} {k}_pid1_rss_kib={} {k}_pid1_pss_kib={} {k}_agents_rss_kib={} {k}_agents_pss_kib={}",
             med(kind, &|b| Some(b.timeline.init_uptime_ms)),
             med(kind, &|b| b.timeline.cert_ms),
             med(kind, &|b| b.timeline.available_ms()),
@@ -385,6 +386,7 @@ fn print_report(
             med(kind, &|b| Some(b.timeline.ready_uptime_ms)),
             med(kind, &|b| Some(b.timeline.failed)),
             med(kind, &|b| Some(b.memory.pid1_kib)),
+            med(kind, &|b| Some(b.memory.pid1_pss_kib)),
             med(kind, &|b| Some(b.memory.agents_rss_kib)),
             med(kind, &|b| Some(b.memory.agents_pss_kib)),
         ));
@@ -494,9 +496,12 @@ fn print_goals(
         Some(sizes.initramfs <= INITRAMFS_GOAL_BYTES),
     );
     let pid1 = med(Kind::Standalone, &|b| Some(b.memory.pid1_kib));
+    let pid1_pss = med(Kind::Standalone, &|b| Some(b.memory.pid1_pss_kib));
     goal(
         "PID 1 RSS ≤ 4 MiB",
-        pid1.map_or("—".into(), |v| format!("{v} KiB")),
+        pid1.map_or("—".into(), |v| {
+            format!("{v} KiB (PSS {} KiB)", pid1_pss.unwrap_or(0))
+        }),
         pid1.map(|v| v <= PID1_RSS_GOAL_KIB),
     );
     let agents = boots

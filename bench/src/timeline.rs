@@ -130,6 +130,8 @@ enum Mark {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
     pub pid1_kib: u64,
+    /// PID 1's PSS: its RSS counts the binary's text that the agents share.
+    pub pid1_pss_kib: u64,
     /// Every `tessera agent …` and `tessera klog` process (not the console's CLI commands).
     pub agents_rss_kib: u64,
     pub agents_pss_kib: u64,
@@ -155,6 +157,7 @@ impl Memory {
             let argv: Vec<&str> = w.collect();
             if pid == 1 {
                 m.pid1_kib = kib;
+                m.pid1_pss_kib = pss;
                 continue;
             }
             let is_tessera = argv
@@ -233,7 +236,7 @@ RSS 86 3000 900 /sbin/tessera agent firewall
 RSS 120 2000 700 tessera status
 ";
         let m = Memory::parse(text).unwrap();
-        assert_eq!(m.pid1_kib, 6200);
+        assert_eq!((m.pid1_kib, m.pid1_pss_kib), (6200, 3000));
         assert_eq!((m.agents_rss_kib, m.agents_pss_kib), (8600, 2300));
         assert_eq!(m.per_agent["certmgr"], 4100);
         assert!(!m.per_agent.contains_key("status"));
