@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR := never
 # One-shot builds gain nothing from incremental state, which grew to gigabytes per build.
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all deps build image test unit e2e lint demo console bench bench-boot bench-ca bench-identity bench-hub bench-node bench-container lock clean
+.PHONY: all deps build image test unit e2e lint fuzz fuzz-smoke demo console bench bench-boot bench-ca bench-identity bench-hub bench-node bench-container lock clean
 
 all: image
 
@@ -29,14 +29,25 @@ image: build
 	$(BIN) image build --out out --tessera-bin $(NODE_BIN)
 
 # Whole suite: lints, unit and host tests, then end-to-end boots in QEMU.
-test: image lint unit e2e
+test: image lint unit fuzz-smoke e2e
 
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+	cargo clippy --locked --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
 unit: deps
 	cargo test --locked --workspace --exclude tessera-e2e
+
+# Coverage-guided fuzzing (libFuzzer on the stable toolchain, fuzz/): every target for
+# FUZZ_RUNS executions (10 million by default); the smoke replays the seeds and saved crashes
+# and fuzzes each target for FUZZ_SMOKE_SECONDS (8).
+fuzz: deps
+	scripts/fuzz.sh
+
+fuzz-smoke: deps
+	scripts/fuzz.sh --smoke
 
 e2e: image
 	cargo test --locked -p tessera-e2e --no-fail-fast -- --test-threads=2

@@ -15,6 +15,7 @@ PACKAGES=(
   dosfstools mtools genisoimage e2fsprogs      # NoCloud volumes for the user-data tests
   openssh-client                               # ssh, ssh-keygen: the SSH console test's client
   umoci crun                                   # OCI image layouts and the reference runtime: container tests
+  g++                                          # libFuzzer (C++, built by libfuzzer-sys): make fuzz
 )
 
 missing_packages() {

@@ -676,6 +676,14 @@ fn malformed_and_foreign_packets_are_ignored() {
     check(&mut c, &other_xid, |e| {
         matches!(e, Ignored::OtherTransaction { .. })
     });
+    // A hardware address length past chaddr's 16 bytes (dhcproto's chaddr() panicked on it).
+    for hlen in [17, 48, 255] {
+        let mut long_hlen = good.clone();
+        long_hlen[2] = hlen;
+        check(&mut c, &long_hlen, |e| {
+            matches!(e, Ignored::Malformed(m) if m.contains("hardware address length"))
+        });
+    }
     let mut other_mac = good.clone();
     other_mac[33] ^= 0xff;
     check(&mut c, &other_mac, |e| matches!(e, Ignored::OtherClient));

@@ -47,6 +47,8 @@ const MIN_MESSAGE_LEN: usize = 300;
 /// Fixed BOOTP header plus the magic cookie.
 const HEADER_LEN: usize = 240;
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// The BOOTP header's client hardware address field.
+const CHADDR_LEN: usize = 16;
 
 /// A lease the server acknowledged: everything the node configures from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,6 +532,14 @@ impl Client {
         }
         if bytes[236..240] != MAGIC_COOKIE {
             return Err(Ignored::Malformed("no DHCP magic cookie".into()));
+        }
+        // dhcproto's chaddr() slices its 16-byte field by the packet's hlen: a reply claiming
+        // more than 16 would panic there (found by fuzzing; any host on the link can send it).
+        let hlen = bytes[2];
+        if usize::from(hlen) > CHADDR_LEN {
+            return Err(Ignored::Malformed(format!(
+                "hardware address length {hlen}, more than the {CHADDR_LEN}-byte chaddr field"
+            )));
         }
         // dhcproto checks some option lengths with debug_assert! and subtracts from others
         // unchecked: a panic while decoding a packet off the wire is a malformed packet.
