@@ -3,8 +3,8 @@
 # again to regenerate). Seeds are well-formed inputs, so the fuzzer starts from the shapes
 # the parsers accept; disk and volume seeds are made by the real mkfs tools.
 set -euo pipefail
-for t in mkfs.vfat genisoimage mkfs.btrfs mkfs.ext4 python3; do
-  command -v "$t" >/dev/null || { echo "fuzz/seeds.sh needs $t (apt-get install dosfstools genisoimage btrfs-progs e2fsprogs python3)" >&2; exit 1; }
+for t in mkfs.vfat genisoimage mkfs.btrfs mkfs.ext4 openssl python3; do
+  command -v "$t" >/dev/null || { echo "fuzz/seeds.sh needs $t (apt-get install dosfstools genisoimage btrfs-progs e2fsprogs openssl python3)" >&2; exit 1; }
 done
 cd "$(dirname "$0")"
 c=corpus
@@ -106,4 +106,19 @@ h = struct.pack(">BBBBIHH4s4s4s4s16s64s128s", 2, 1, 6, 0, 0x12345678, 0, 0,
 o = b"\x63\x82\x53\x63" + bytes([53,1,2, 54,4,10,0,2,2, 51,4,0,0,0x0e,0x10, 1,4,255,255,255,0, 3,4,10,0,2,2, 6,4,10,0,2,3, 12,3]) + b"n1x" + b"\xff"
 open(sys.argv[1], "wb").write(h + o)
 PY
+# A P-256 CSR as the node sends it (DER and PEM), and the CA's JSON request bodies.
+mkdir -p $c/{ca_csr,ca_body,http_response}
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/k.pem" \
+  -subj /CN=n1.example -addext subjectAltName=DNS:n1.example -outform DER -out $c/ca_csr/p256.der 2>/dev/null
+openssl req -in $c/ca_csr/p256.der -inform DER -out $c/ca_csr/p256.pem
+pem=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' $c/ca_csr/p256.pem)
+printf '{"token":"%s","csr_pem":%s,"node":"n1.example","subsystem":"certmgr"}' "$(printf 'a%.0s' {1..43})" "$pem" > $c/ca_body/redeem
+printf '{"csr_pem":%s,"subsystem":"hub","agent_id":"hub","capabilities":["hub"],"uris":["spiffe://x/y"]}' "$pem" > $c/ca_body/issue
+printf '{"node":"n1.example","subsystem":"certmgr","capabilities":["node"],"ttl_s":600}' > $c/ca_body/token
+
+# HTTP responses as the IMDS client meets them: sized, chunked, an error, a redirect.
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nversion = 1\n' > $c/http_response/sized
+printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nversi\r\n7;x=y\r\non = 1\n\r\n0\r\n\r\n' > $c/http_response/chunked
+printf 'HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\nno user-data' > $c/http_response/404
+printf 'HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1/x\r\nContent-Length: 0\r\n\r\n' > $c/http_response/301
 echo "seeds written under $(pwd)/$c"

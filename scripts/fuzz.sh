@@ -29,7 +29,13 @@ RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
   --bin tessera-fuzz --target $triple --target-dir "$out" 2>&1 | grep -E '^(error|warning: unused)|Finished' || true
 [ -x "$bin" ] || { echo "[fuzz] the build failed: run the cargo build above by hand to see why" >&2; exit 1; }
 
-mapfile -t all < <(sed -n 's/^ *Target { name: "\([a-z_0-9]*\)".*/\1/p' fuzz/src/lib.rs)
+# The targets are the TARGETS table of fuzz/src/lib.rs; each must have its seeds.
+mapfile -t all < <(grep -o 'name: "[a-z_0-9]*"' fuzz/src/lib.rs | sed 's/name: "\(.*\)"/\1/')
+mapfile -t seeded < <(ls fuzz/corpus)
+if [ "$(printf '%s\n' "${all[@]}" | sort)" != "$(printf '%s\n' "${seeded[@]}" | sort)" ]; then
+  echo "[fuzz] fuzz/src/lib.rs names ${all[*]:-no targets} but fuzz/corpus/ has ${seeded[*]:-nothing}: give every target a seed directory (fuzz/seeds.sh)" >&2
+  exit 2
+fi
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 

@@ -1,6 +1,6 @@
 //! The fuzz targets: each is a parser Tessera runs on input from outside the process (the
 //! kernel command line, user-data and NoCloud volumes, socket protocols, hub frames, DHCP
-//! packets, disks, service files), called with arbitrary bytes. A target fails by panicking,
+//! packets, disks, service files, HTTP responses, the CA's requests), called with arbitrary bytes. A target fails by panicking,
 //! hanging or allocating without bound; returning an error is the expected outcome for bad
 //! input. `src/bin/tessera-fuzz.rs` drives them under libFuzzer (`make fuzz`); the replay
 //! test runs every corpus seed and every saved crash through them in `make test`.
@@ -76,6 +76,21 @@ pub const TARGETS: &[Target] = &[
         name: "dhcp",
         what: "the DHCP client's packet parser and state machine",
         run: dhcp,
+    },
+    Target {
+        name: "http_response",
+        what: "the IMDS/HTTP client's response reader",
+        run: http_response,
+    },
+    Target {
+        name: "ca_csr",
+        what: "the CA's CSR check (DER and PEM)",
+        run: ca_csr,
+    },
+    Target {
+        name: "ca_body",
+        what: "the CA's JSON request bodies, their token and CSR",
+        run: ca_body,
     },
 ];
 
@@ -154,4 +169,69 @@ fn dhcp(data: &[u8]) {
     for secs in [1u64, 3600, 86_400 * 400] {
         let _ = client.on_timer(now + Duration::from_secs(secs));
     }
+}
+
+fn ca_csr(data: &[u8]) {
+    let _ = tessera_ca::csr::verify_der(data);
+    let _ = tessera_ca::csr::verify_pem(&text(data));
+}
+
+fn ca_body(data: &[u8]) {
+    use tessera_ca::service::{IssueRequest, RedeemRequest, TokenRequest};
+    if let Ok(r) = serde_json::from_slice::<RedeemRequest>(data) {
+        let _ = tessera_ca::token::check_shape(&r.token);
+        let _ = tessera_ca::csr::verify_pem(&r.csr_pem);
+    }
+    if let Ok(r) = serde_json::from_slice::<IssueRequest>(data) {
+        let _ = tessera_ca::csr::verify_pem(&r.csr_pem);
+    }
+    let _ = serde_json::from_slice::<TokenRequest>(data);
+}
+
+/// The IMDS/HTTP client reading a response: a loopback server answers each request with the
+/// input's bytes and closes, so the client's real socket path (status line, headers, chunked
+/// or sized body, limits) reads it.
+fn http_response(data: &[u8]) {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{mpsc, Mutex, OnceLock};
+    use tessera_userdata::http::{request, HttpUrl, Limits};
+
+    static SERVER: OnceLock<(u16, Mutex<mpsc::Sender<Vec<u8>>>)> = OnceLock::new();
+    let (port, next) = SERVER.get_or_init(|| {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("a loopback port for the fuzz server");
+        let port = listener.local_addr().expect("its address").port();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Ok(answer) = rx.recv() else { return };
+                // Read the request head first: closing with it unread would reset the
+                // connection before the client reads the answer.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(&answer);
+            }
+        });
+        (port, Mutex::new(tx))
+    });
+    let Ok(url) = HttpUrl::parse(&format!("http://127.0.0.1:{port}/latest/user-data")) else {
+        return;
+    };
+    if next.lock().map(|tx| tx.send(data.to_vec())).is_err() {
+        return;
+    }
+    let limits = Limits {
+        connect_timeout: Duration::from_millis(500),
+        timeout: Duration::from_millis(500),
+        max_body: 64 * 1024,
+    };
+    let _ = request("GET", &url, &[("Metadata-Flavor", "Google")], limits);
 }

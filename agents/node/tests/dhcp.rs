@@ -680,9 +680,11 @@ fn malformed_and_foreign_packets_are_ignored() {
     for hlen in [17, 48, 255] {
         let mut long_hlen = good.clone();
         long_hlen[2] = hlen;
-        check(&mut c, &long_hlen, |e| {
-            matches!(e, Ignored::Malformed(m) if m.contains("hardware address length"))
-        });
+        check(
+            &mut c,
+            &long_hlen,
+            |e| matches!(e, Ignored::Malformed(m) if m.contains("hardware address length")),
+        );
     }
     let mut other_mac = good.clone();
     other_mac[33] ^= 0xff;
