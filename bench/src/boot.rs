@@ -97,7 +97,7 @@ pub fn run(args: BootBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let ca = HostCa::start(&exe)?;
     let work = args.image.join("bench-boot");
-    let mut conditions = crate::vm_conditions();
+    let mut conditions = tessera_qemu::config::vm_conditions();
     let mut floor = Vec::new();
     let mut floor_pxe = Vec::new();
     let mut boots: BTreeMap<Kind, Vec<NodeBoot>> = BTreeMap::new();

@@ -61,7 +61,7 @@ pub fn run(args: ContainerBenchArgs) -> anyhow::Result<()> {
             initramfs.display()
         );
     }
-    let mut conditions = crate::vm_conditions();
+    let mut conditions = tessera_qemu::config::vm_conditions();
     let work = args.image.join("bench-container");
     let mut results = Vec::new();
     for backend in &args.backends {

@@ -24,12 +24,6 @@ pub mod disks;
 pub mod node;
 pub mod timeline;
 
-/// The run's conditions for a benchmark that boots VMs: load, CPU and QEMU's version line.
-pub fn vm_conditions() -> conditions::Conditions {
-    use tessera_qemu::config::{qemu_version, DEFAULT_QEMU};
-    conditions::Conditions::before(Some(qemu_version(DEFAULT_QEMU)))
-}
-
 /// A blank qcow2 data disk of `size` at `path`, made by qemu-img.
 pub fn qcow2_disk(path: &std::path::Path, size: &str) -> anyhow::Result<()> {
     use anyhow::Context;

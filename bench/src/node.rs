@@ -69,7 +69,7 @@ pub fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
     // Data disks are written (4 GiB virtual each); under the image directory, removed after
     // each boot.
     let work = args.image.join("bench-node");
-    let mut conditions = crate::vm_conditions();
+    let mut conditions = tessera_qemu::config::vm_conditions();
     let mut results: BTreeMap<String, Vec<Run>> = BTreeMap::new();
     for run in 1..=args.runs {
         for backend in &args.backends {

@@ -22,15 +22,17 @@ pub const DEFAULT_OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// The QEMU binary looked up in `PATH` unless the configuration names another one.
 pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
 
-/// The first line of `qemu --version` (benchmarks record it), or why there is none.
-pub fn qemu_version(qemu: &str) -> String {
-    std::process::Command::new(qemu)
+/// The conditions of a benchmark run that boots VMs: load, CPU, and the first line of
+/// `qemu-system-x86_64 --version` (or why there is none).
+pub fn vm_conditions() -> tessera_common::bench_conditions::Conditions {
+    let version = std::process::Command::new(DEFAULT_QEMU)
         .arg("--version")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.lines().next().map(str::to_string))
-        .unwrap_or_else(|| format!("unknown ({qemu} --version failed)"))
+        .unwrap_or_else(|| format!("unknown ({DEFAULT_QEMU} --version failed)"));
+    tessera_common::bench_conditions::Conditions::before(Some(version))
 }
 
 /// The iPXE ROM QEMU loads for a virtio-net NIC (from Debian's `ipxe-qemu`); PXE boot needs it.

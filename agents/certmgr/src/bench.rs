@@ -182,9 +182,7 @@ pub fn bench(args: IdentityBenchArgs) -> anyhow::Result<()> {
     for m in &args.modes {
         m.parse::<tessera_identity::keys::KeyMode>()?;
     }
-    use tessera_common::bench_conditions::Conditions;
-    use tessera_qemu::config::{qemu_version, DEFAULT_QEMU};
-    let mut conditions = Conditions::before(Some(qemu_version(DEFAULT_QEMU)));
+    let mut conditions = tessera_qemu::config::vm_conditions();
     let exe = std::env::current_exe().context("locating this executable")?;
     let ca = HostCa::start(&exe)?;
     eprintln!("[bench] CA on 127.0.0.1:{} ({})", ca.port, ca.fingerprint);
